@@ -1,0 +1,3 @@
+from llamaft_trainer.cli import main
+
+main()

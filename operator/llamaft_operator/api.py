@@ -12,9 +12,9 @@ Torch-free and kopf-free: imported by the operator, the trainer and the CLI.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "llamaft.io"
@@ -25,8 +25,8 @@ PLURAL = "llamafinetunes"
 SINGULAR = "llamafinetune"
 SHORT_NAMES = ["lft"]
 
-# Child objects are named `<name>-<step>`; the longest suffix is `-validate` and an Indexed Job's pod
-# hostname adds `-<index>`, all of which must fit in a 63-character DNS label.
+# Child objects are named `<name>-<step>`; the longest suffix is `-validate` and an Indexed Job's
+# pod hostname adds `-<index>`, all of which must fit in a 63-character DNS label.
 MAX_NAME_LENGTH = 45
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -55,15 +55,15 @@ Phase = Literal[
 ]
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, JsonValue]:
     """One `x-kubernetes-validations` entry."""
-    entry = {"rule": rule, "message": message}
+    entry: dict[str, JsonValue] = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     return entry
 
 
-def immutable(what: str) -> dict[str, Any]:
+def immutable(what: str) -> dict[str, JsonValue]:
     return {
         "x-kubernetes-validations": [
             cel(
@@ -83,10 +83,6 @@ class Base(BaseModel):
         extra="forbid",
         validate_assignment=True,
     )
-
-
-def Str(max_length: int = 253, *, pattern: str | None = None, description: str = "") -> Any:
-    return Field(max_length=max_length, pattern=pattern, description=description)
 
 
 # --- references -------------------------------------------------------------------------------
@@ -585,7 +581,7 @@ class NotificationSpec(Base):
 
 # --- the resource ---------------------------------------------------------------------------------
 
-_SPEC_RULES = [
+_SPEC_RULES: list[JsonValue] = [
     cel(
         "!has(self.publish) || !has(self.publish.hub) || has(self.publish.hub.tokenSecret)",
         "publish.hub needs tokenSecret: a Secret with a Hub write token",
@@ -636,9 +632,9 @@ class LlamaFineTuneSpec(Base):
     lora: Annotated[LoraSpec | None, Field(json_schema_extra=immutable("spec.lora"))] = Field(
         default=None, description="LoRA shape, defaulted per model size."
     )
-    training: Annotated[
-        TrainingSpec, Field(json_schema_extra=immutable("spec.training"))
-    ] = Field(default_factory=TrainingSpec, description="Hyper-parameters.")
+    training: Annotated[TrainingSpec, Field(json_schema_extra=immutable("spec.training"))] = Field(
+        default_factory=TrainingSpec, description="Hyper-parameters."
+    )
     resources: ResourcesSpec = Field(
         default_factory=ResourcesSpec, description="Limits and placement for the GPU pods."
     )
@@ -672,9 +668,7 @@ class LlamaFineTuneSpec(Base):
         pattern=r"^[0-9]+(Mi|Gi|Ti)$",
         description="Size of the `<name>-work` PVC the operator creates.",
     )
-    notification: NotificationSpec | None = Field(
-        default=None, description="Completion webhook."
-    )
+    notification: NotificationSpec | None = Field(default=None, description="Completion webhook.")
 
     @model_validator(mode="after")
     def _cross_field(self) -> LlamaFineTuneSpec:

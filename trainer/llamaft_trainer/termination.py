@@ -6,6 +6,7 @@ the work volume. Locally (no `/dev/termination-log`) the message is only returne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -18,7 +19,8 @@ MAX_BYTES = 4096
 
 def termination_log_path() -> Path | None:
     path = Path(os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG))
-    return path if path.parent.exists() and (path.exists() or TERMINATION_LOG_ENV in os.environ) else None
+    explicit = TERMINATION_LOG_ENV in os.environ
+    return path if path.parent.exists() and (path.exists() or explicit) else None
 
 
 def compact(result: dict[str, Any]) -> str:
@@ -38,8 +40,7 @@ def write_result(result: dict[str, Any]) -> str:
     text = compact(result)
     path = termination_log_path()
     if path is not None:
-        try:
+        # A read-only or vanished termination log must not fail the step.
+        with contextlib.suppress(OSError):
             path.write_text(text)
-        except OSError:
-            pass  # a read-only or absent termination log must not fail the step
     return text

@@ -468,8 +468,12 @@ class Gate(Base):
             "`golden.winRateVsBase`, `validation.loss` or `validation.perplexity`."
         ),
     )
-    min: float | None = Field(default=None, description="The metric must be >= min.")
-    max: float | None = Field(default=None, description="The metric must be <= max.")
+    min: float | None = Field(
+        default=None, ge=-1e9, le=1e9, description="The metric must be >= min."
+    )
+    max: float | None = Field(
+        default=None, ge=-1e9, le=1e9, description="The metric must be <= max."
+    )
 
     @model_validator(mode="after")
     def _bound(self) -> Gate:

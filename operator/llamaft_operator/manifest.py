@@ -61,6 +61,8 @@ def describe_errors(err: ValidationError) -> list[str]:
         # already names the fields.
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field: not in the LlamaFineTune schema (check its spelling and place)"
         lines.append(f"{format_location(loc)}: {msg}")
     return lines
 

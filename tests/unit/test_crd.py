@@ -1,4 +1,4 @@
-"""The committed CRD is exactly what the API models generate, and it is a bounded, structural schema."""
+"""The committed CRD is what the API models generate, and it is a bounded, structural schema."""
 
 from __future__ import annotations
 

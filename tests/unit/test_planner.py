@@ -246,7 +246,7 @@ def test_deadline_too_short_names_the_deadline() -> None:
 
 
 def test_unknown_model_needs_parameters() -> None:
-    with pytest.raises(PlanError, match="spec.model.parameters"):
+    with pytest.raises(PlanError, match=r"spec\.model\.parameters"):
         make_plan(make_finetune(model="acme/mystery-model"))
     plan = make_plan(make_finetune(model="acme/mystery-model", parameters="8B"))
     assert not plan.model.known

@@ -55,8 +55,8 @@ def test_csv_and_tsv(tmp_path: Path, suffix: str, sep: str) -> None:
 
 
 def test_parquet(tmp_path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     path = tmp_path / "d.parquet"
     pq.write_table(pa.Table.from_pylist(ROWS), path)
@@ -98,7 +98,7 @@ def test_pvc_and_configmap_sources_resolve_under_their_mount_roots(
     monkeypatch.setenv("LLAMAFT_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.setenv("LLAMAFT_CONFIGMAP_ROOT", str(tmp_path / "config"))
     pvc = DataSource(pvc={"claimName": "datasets", "path": "support/train.jsonl"})
-    cm = DataSource(configMap={"name": "quick", "key": "train.jsonl"})
+    cm = DataSource.model_validate({"configMap": {"name": "quick", "key": "train.jsonl"}})
     assert resolve_source(pvc) == tmp_path / "data/datasets/support/train.jsonl"
     assert resolve_source(cm) == tmp_path / "config/quick/train.jsonl"
     (tmp_path / "config/quick").mkdir(parents=True)
@@ -112,7 +112,9 @@ def test_default_mount_roots(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_source(DataSource(pvc={"claimName": "c", "path": "p.jsonl"})) == Path(
         "/data/c/p.jsonl"
     )
-    assert resolve_source(DataSource(configMap={"name": "n", "key": "k"})) == Path("/config/n/k")
+    assert resolve_source(
+        DataSource.model_validate({"configMap": {"name": "n", "key": "k"}})
+    ) == Path("/config/n/k")
 
 
 def test_hub_source_resolves_to_a_marker() -> None:
@@ -130,7 +132,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -55,7 +55,7 @@ def test_collator_matches_transformers_flattening_collator() -> None:
 
     examples = quickstart_examples(chat_tokenizer(), 4)
     ours = PackingCollator(pad_token_id=0)(examples)
-    theirs = DataCollatorWithFlattening(return_tensors="pt")(
+    theirs = DataCollatorWithFlattening(return_tensors="pt")(  # type: ignore[no-untyped-call]
         [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
     )
     for key in ("input_ids", "labels", "position_ids"):
@@ -82,9 +82,9 @@ def tiny_llama(vocab_size: int, attn: str) -> Any:
         intermediate_size=128,
         vocab_size=vocab_size,
         max_position_embeddings=512,
-        attn_implementation=attn,
+        attn_implementation=attn,  # type: ignore[call-arg]
     )
-    model = LlamaForCausalLM(config).eval()
+    model = LlamaForCausalLM(config).eval()  # type: ignore[no-untyped-call]
     assert model.config._attn_implementation == attn
     return model
 

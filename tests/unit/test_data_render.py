@@ -35,6 +35,10 @@ def assert_masked(example: Example, prompt_ids: list[int], response_ids: list[in
         assert label == expected, f"position {i}"
 
 
+def trained_tokens(example: Example) -> list[int]:
+    return [t for t, lab in zip(example.input_ids, example.labels, strict=True) if lab != -100]
+
+
 def test_inst_template_text() -> None:
     messages = [
         {"role": "system", "content": "S"},
@@ -85,7 +89,9 @@ def test_multi_turn_trains_on_every_assistant_turn(make: Any) -> None:
     rendered = render_row(tok, conv, max_seq_length=256)
     assert isinstance(rendered, Rendered)
     ex = rendered.example
-    trained = [t if lab != IGNORE_INDEX else None for t, lab in zip(ex.input_ids, ex.labels)]
+    trained = [
+        t if lab != IGNORE_INDEX else None for t, lab in zip(ex.input_ids, ex.labels, strict=True)
+    ]
     spans: list[list[int]] = [[]]
     for t in trained:
         if t is None:
@@ -162,9 +168,7 @@ def test_long_prompt_is_shortened_from_the_left_keeping_the_response(make: Any) 
     assert len(ex) <= 64
     text = tok.decode(ex.input_ids)
     assert "Be brief." in text and "END" in text and "w0 " not in text  # left part dropped
-    trained = [t for t, lab in zip(ex.input_ids, ex.labels) if lab != IGNORE_INDEX]
-    full_trained = [t for t, lab in zip(full.example.input_ids, full.example.labels) if lab != -100]
-    assert trained == full_trained  # the response is untouched
+    assert trained_tokens(ex) == trained_tokens(full.example)  # the response is untouched
 
 
 def test_row_whose_response_does_not_fit_is_dropped_and_reported() -> None:

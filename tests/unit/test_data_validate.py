@@ -75,7 +75,9 @@ def test_detection_follows_most_of_the_first_rows() -> None:
 
 
 def test_undetectable_format_says_what_to_set() -> None:
-    with pytest.raises(BadInputError, match=r"cannot detect.*\['input', 'output'\].*dataset.format"):
+    with pytest.raises(
+        BadInputError, match=r"cannot detect.*\['input', 'output'\].*dataset.format"
+    ):
         detect_format([(1, {"input": "a", "output": "b"})])
 
 

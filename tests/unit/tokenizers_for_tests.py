@@ -48,7 +48,7 @@ def _build(chat_template: str | None) -> Any:
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=Tokenizer.from_str(_tokenizer_file()),
         bos_token="<s>",
         eos_token="</s>",

@@ -8,8 +8,9 @@ of chat messages whose assistant turns are trained on.
 - `text`: {text}
 - `messages`: {messages: [{role: system|user|assistant, content}, ...]}; a system message may
   only come first, and the last message must be the assistant's (it is what is trained on).
-`auto` picks the first of messages, instruction, prompt-response, text whose required columns
-appear in most of the first rows. `ColumnMapping` renames a format's columns.
+`auto` picks the format whose required columns most of the first rows have (at least half; ties
+go to the first of messages, instruction, prompt-response, text). `ColumnMapping` renames
+a format's columns.
 """
 
 from __future__ import annotations
@@ -89,10 +90,10 @@ def detect_format(
     sample = [row for _, row in rows[:DETECT_ROWS]]
     if not sample:
         raise BadInputError("the dataset has no readable rows, so its format cannot be detected")
-    for fmt in FORMATS:
-        have = sum(all(k in row for k in cols.required(fmt)) for row in sample)
-        if have * 2 > len(sample):
-            return fmt
+    counts = {f: sum(all(k in row for k in cols.required(f)) for row in sample) for f in FORMATS}
+    best = max(FORMATS, key=lambda f: counts[f])  # ties go to the earlier (more specific) format
+    if counts[best] * 2 >= len(sample):
+        return best
     seen = sorted({k for row in sample for k in row})
     raise BadInputError(
         f"cannot detect the dataset format from the columns {seen}: expected one of "

@@ -1,0 +1,1 @@
+"""A Hub-compatible test server (see `server.py`) and its pytest fixture (`fixtures.py`)."""

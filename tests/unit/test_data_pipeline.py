@@ -158,3 +158,16 @@ def test_no_golden_set_is_empty_and_a_bad_one_is_bad_input(tmp_path: Path) -> No
     plan = make_plan({"source": local(QUICKSTART / "train.jsonl"), "goldenSet": local(bad)})
     with pytest.raises(BadInputError, match=r"golden set .* line 2"):
         load_golden(plan)
+
+
+def test_importing_the_data_layer_does_not_import_the_ml_stack() -> None:
+    # `llamaft validate-data` runs in a small CPU pod: torch & co. load only when used.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, llamaft_trainer.data, llamaft_trainer.commands.data\n"
+        "heavy = {'torch', 'transformers', 'datasets', 'pyarrow'} & set(sys.modules)\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -115,8 +115,8 @@ app.kubernetes.io/component: operator
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-{{- if .Values.operator.peering.enabled }}
-# kopf peering: the replicas announce themselves in the peering object's status.
+{{- if and .Values.operator.peering.enabled .Values.watchNamespaces }}
+# kopf peering (namespaced): the replicas announce themselves in the peering object's status.
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]

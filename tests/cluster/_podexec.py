@@ -22,9 +22,7 @@ def main() -> None:
     for mount in sorted(spec["mounts"], key=lambda m: m["target"].count("/")):
         subprocess.run(["mount", "--bind", mount["source"], mount["target"]], check=True)
         if mount["readOnly"]:
-            subprocess.run(
-                ["mount", "-o", "remount,bind,ro", mount["target"]], check=True
-            )
+            subprocess.run(["mount", "-o", "remount,bind,ro", mount["target"]], check=True)
     os.chdir(spec["workdir"])
     argv = spec["argv"]
     try:

@@ -1,13 +1,14 @@
 """pytest plugin for tests against the real control plane (marker `cluster` / `e2e`).
 
 Fixtures:
-    cluster          session: the running Cluster (control plane + pod runner)
+    cluster          session: the running Cluster (control plane and pod runner)
     control_plane    session: its ControlPlane (`.kubeconfig`, `.server`, `.ca_file`)
-    kube             a Kube bound to a fresh namespace enforcing the restricted Pod Security Standard
+    kube             a Kube bound to a fresh namespace that enforces the restricted Pod Security
+                     Standard
     apply_crd(path)  server-side apply a CRD file (kubectl), wait until Established; returns names
-    kubectl(*args)   run the real kubectl on the test's namespace; CompletedProcess[str]
+    kubectl(*args)   run the real kubectl in the test's namespace; CompletedProcess[str]
     helm(*args)      run the real helm on the test's namespace; CompletedProcess[str]
-    podrunner        the PodRunner: kill_pod / oom_kill / lose_node / restore_node / logs / volume_dir
+    podrunner        the PodRunner: kill_pod, oom_kill, lose_node, restore_node, logs, volume_dir
     wait_for(condition, timeout=60, describe=obj)  poll; on timeout show status, Events, pod logs
     sa_kubeconfig(namespace, name)  kubeconfig of a ServiceAccount (created if missing)
 
@@ -17,6 +18,7 @@ Binaries come from scripts/testbin.sh; when absent the tests FAIL saying so.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -31,7 +33,12 @@ import pytest
 import yaml
 
 from tests.cluster import kube as kube_mod
-from tests.cluster.controlplane import BinariesMissing, ControlPlane, find_bin_dir, write_kubeconfig
+from tests.cluster.controlplane import (
+    BinariesMissingError,
+    ControlPlane,
+    find_bin_dir,
+    write_kubeconfig,
+)
 from tests.cluster.kube import Describe, Kube
 from tests.cluster.podrunner import PodRunner
 from tests.cluster.rest import ApiError, Rest
@@ -50,9 +57,12 @@ def cluster() -> Iterator[Cluster]:
     if os.environ.get("LLAMAFT_SKIP_CLUSTER") == "1":
         pytest.skip("LLAMAFT_SKIP_CLUSTER=1")
     try:
-        bin_dir = find_bin_dir()
-    except BinariesMissing as e:
-        pytest.fail(str(e), pytrace=False)
+        bin_dir: Path | None = find_bin_dir()
+        missing = ""
+    except BinariesMissingError as e:
+        bin_dir, missing = None, str(e)
+    if bin_dir is None:
+        pytest.fail(missing, pytrace=False)
     state = Path(tempfile.mkdtemp(prefix="llamaft-cluster-"))
     running = Cluster(state / "cluster", bin_dir=bin_dir)
     try:
@@ -85,8 +95,10 @@ def _namespace_name(node_name: str) -> str:
 def kube(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Kube]:
     admin = cluster.admin()
     name = _namespace_name(request.node.name)
-    admin.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                      "metadata": {"name": name, "labels": RESTRICTED}})
+    admin.post(
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": RESTRICTED}},
+    )
     assert cluster.control_plane is not None
     cp = cluster.control_plane
     config = yaml.safe_load(cp.kubeconfig.read_text())
@@ -96,22 +108,24 @@ def kube(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Kube]:
     try:
         yield Kube(name, admin.with_namespace(name), kubeconfig)
     finally:
-        try:
+        with contextlib.suppress(ApiError):
             admin.delete(f"/api/v1/namespaces/{name}")
-        except ApiError:
-            pass
         kubeconfig.unlink(missing_ok=True)
 
 
 def _runner(binary: str, kubeconfig: Path, extra_env: dict[str, str] | None = None) -> Runner:
-    def run(*args: str, check: bool = True, input: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), **(extra_env or {})}
-        result = subprocess.run([binary, *args], env=env, input=input, capture_output=True,
-                                text=True, timeout=timeout)
+        result = subprocess.run(
+            [binary, *args], env=env, input=input, capture_output=True, text=True, timeout=timeout
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"{Path(binary).name} {' '.join(args)} failed "
-                                 f"({result.returncode}):\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"{Path(binary).name} {' '.join(args)} failed "
+                f"({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     return run
@@ -150,8 +164,13 @@ def apply_crd(kubectl: Runner, kube: Kube) -> Callable[[Path | str], list[str]]:
 
 @pytest.fixture
 def wait_for(kube: Kube, cluster: Cluster) -> Callable[..., Any]:
-    def wait(condition: Callable[[], T], timeout: float = 60.0, describe: Describe = None,
-             interval: float = 0.25, what: str = "") -> T:
+    def wait(
+        condition: Callable[[], T],
+        timeout: float = 60.0,
+        describe: Describe = None,
+        interval: float = 0.25,
+        what: str = "",
+    ) -> T:
         return kube_mod.wait_for(kube, cluster.runner, condition, timeout, describe, interval, what)
 
     return wait
@@ -164,19 +183,32 @@ def sa_kubeconfig(cluster: Cluster, kube: Kube) -> Callable[[str, str], Path]:
     def make(namespace: str, name: str) -> Path:
         admin = cluster.admin()
         try:
-            admin.post(f"/api/v1/namespaces/{namespace}/serviceaccounts",
-                       {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
+            admin.post(
+                f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+            )
         except ApiError as e:
             if e.status != 409:
                 raise
-        token = admin.post(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-                           {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                            "spec": {"expirationSeconds": 3600}})["status"]["token"]
+        token = admin.post(
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 3600},
+            },
+        )["status"]["token"]
         assert cluster.control_plane is not None
         cp = cluster.control_plane
         path = cp.state_dir / f"sa-{namespace}-{name}.kubeconfig"
-        return write_kubeconfig(path, cp.server, cp.ca_file, user=f"{namespace}-{name}",
-                                token=token, namespace=namespace)
+        return write_kubeconfig(
+            path,
+            cp.server,
+            cp.ca_file,
+            user=f"{namespace}-{name}",
+            token=token,
+            namespace=namespace,
+        )
 
     return make
 

@@ -1,4 +1,4 @@
-"""What a cluster test holds: a namespace, clients bound to it, and waits that explain themselves."""
+"""What a cluster test holds: a namespace, clients bound to it, waits that explain themselves."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ T = TypeVar("T")
 Describe = Obj | tuple[str, str, str] | None
 
 
-class WaitTimeout(AssertionError):
-    """A wait_for condition did not hold in time; the message shows the object's state and events."""
+class WaitTimeoutError(AssertionError):
+    """A wait_for condition did not hold in time; the message shows the object and its events."""
 
 
 @dataclass
@@ -36,14 +36,17 @@ class Kube:
         """A `kubernetes.client.ApiClient` for code under test that takes one (e.g. our k8s.py)."""
         from kubernetes import config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        factory: Any = config.new_client_from_config
+        return factory(config_file=str(self.kubeconfig))
 
     def apply(self, manifest: Obj) -> Obj:
         return self.rest.apply(manifest)
 
     def create(self, manifest: Obj) -> Obj:
         meta = manifest["metadata"]
-        path = self.rest.path(manifest["apiVersion"], manifest["kind"], namespace=meta.get("namespace"))
+        path = self.rest.path(
+            manifest["apiVersion"], manifest["kind"], namespace=meta.get("namespace")
+        )
         return self.rest.post(path, manifest)
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj:
@@ -57,17 +60,21 @@ class Kube:
                 return None
             raise
 
-    def delete(self, api_version: str, kind: str, name: str, propagation: str = "Background") -> Obj:
+    def delete(
+        self, api_version: str, kind: str, name: str, propagation: str = "Background"
+    ) -> Obj:
         return self.rest.remove(api_version, kind, name, propagation=propagation)
 
-    def list(self, api_version: str, kind: str, label_selector: str | None = None) -> list[Obj]:
+    def select(self, api_version: str, kind: str, label_selector: str | None = None) -> list[Obj]:
         params = {"labelSelector": label_selector} if label_selector else {}
         items: list[Obj] = self.rest.get(self.rest.path(api_version, kind), **params)["items"]
         return items
 
     def events(self, name: str | None = None) -> list[Obj]:
         params = {"fieldSelector": f"involvedObject.name={name}"} if name else {}
-        items: list[Obj] = self.rest.get(f"/api/v1/namespaces/{self.namespace}/events", **params)["items"]
+        items: list[Obj] = self.rest.get(f"/api/v1/namespaces/{self.namespace}/events", **params)[
+            "items"
+        ]
         return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
 
 
@@ -83,24 +90,40 @@ def explain(kube: Kube, runner: PodRunner | None, describe: Describe) -> str:
     elif isinstance(describe, dict):
         meta = describe["metadata"]
         try:
-            obj = kube.get(describe["apiVersion"], describe["kind"], meta["name"], meta.get("namespace"))
+            obj = kube.get(
+                describe["apiVersion"], describe["kind"], meta["name"], meta.get("namespace")
+            )
         except ApiError as e:
             parts.append(f"{describe['kind']} {meta['name']}: {e}")
     if obj is not None:
-        parts.append(f"--- {obj['kind']} {obj['metadata']['name']} status:\n"
-                     + yaml.safe_dump(obj.get("status") or {}, sort_keys=False))
+        parts.append(
+            f"--- {obj['kind']} {obj['metadata']['name']} status:\n"
+            + yaml.safe_dump(obj.get("status") or {}, sort_keys=False)
+        )
     names = {obj["metadata"]["name"]} if obj is not None else set()
-    events = [e for e in kube.events() if not names or e["involvedObject"]["name"] in names
-              or e["involvedObject"].get("kind") == "Pod"]
-    parts.append("--- recent events:\n" + "\n".join(
-        f"{e.get('lastTimestamp')} {e['type']} {e['reason']} "
-        f"{e['involvedObject'].get('kind')}/{e['involvedObject']['name']}: {e.get('message', '')}"
-        for e in events[-25:]))
+    events = [
+        e
+        for e in kube.events()
+        if not names
+        or e["involvedObject"]["name"] in names
+        or e["involvedObject"].get("kind") == "Pod"
+    ]
+    parts.append(
+        "--- recent events:\n"
+        + "\n".join(
+            f"{e.get('lastTimestamp')} {e['type']} {e['reason']} "
+            f"{e['involvedObject'].get('kind')}/{e['involvedObject']['name']}: "
+            f"{e.get('message', '')}"
+            for e in events[-25:]
+        )
+    )
     if runner is not None:
         for pod in runner.describe(kube.namespace):
             name = str(pod["pod"]).split("/", 1)[1]
             tail = "\n".join(runner.logs(kube.namespace, name).splitlines()[-15:])
-            parts.append(f"--- pod {name} (pod runner): phase={pod['phase']} ip={pod['ip']}\n{tail}")
+            parts.append(
+                f"--- pod {name} (pod runner): phase={pod['phase']} ip={pod['ip']}\n{tail}"
+            )
     return "\n".join(parts)
 
 
@@ -115,7 +138,7 @@ def wait_for(
 ) -> T:
     """Poll `condition` until it returns something truthy, and return that.
 
-    On timeout raise WaitTimeout with what went wrong: the described object's status, the
+    On timeout raise WaitTimeoutError with what went wrong: the described object's status, the
     namespace's recent Events and the pod runner's pods with their log tails.
     """
     deadline = time.monotonic() + timeout
@@ -130,8 +153,10 @@ def wait_for(
         if time.monotonic() > deadline:
             label = what or getattr(condition, "__name__", "condition")
             detail = f" (last error: {last_error})" if last_error else ""
-            raise WaitTimeout(f"{label} not true after {timeout:.0f} s{detail}\n"
-                              + explain(kube, runner, describe))
+            raise WaitTimeoutError(
+                f"{label} not true after {timeout:.0f} s{detail}\n"
+                + explain(kube, runner, describe)
+            )
         time.sleep(interval)
 
 
@@ -139,5 +164,7 @@ def condition_true(obj: Obj | None, kind: str) -> bool:
     """Whether `obj` has status condition `kind` with status True."""
     if obj is None:
         return False
-    return any(c.get("type") == kind and c.get("status") == "True"
-               for c in (obj.get("status") or {}).get("conditions") or [])
+    return any(
+        c.get("type") == kind and c.get("status") == "True"
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )

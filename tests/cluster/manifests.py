@@ -16,21 +16,39 @@ CONTAINER_SECURITY: Obj = {"allowPrivilegeEscalation": False, "capabilities": {"
 
 
 def container(command: list[str], name: str = "main", image: str = "busybox", **extra: Any) -> Obj:
-    return {"name": name, "image": image, "command": command,
-            "securityContext": dict(CONTAINER_SECURITY), **extra}
+    return {
+        "name": name,
+        "image": image,
+        "command": command,
+        "securityContext": dict(CONTAINER_SECURITY),
+        **extra,
+    }
 
 
 def pod_spec(*containers: Obj, restart_policy: str = "Never", **extra: Any) -> Obj:
-    return {"restartPolicy": restart_policy, "securityContext": dict(POD_SECURITY),
-            "terminationGracePeriodSeconds": 5, "containers": list(containers), **extra}
+    return {
+        "restartPolicy": restart_policy,
+        "securityContext": dict(POD_SECURITY),
+        "terminationGracePeriodSeconds": 5,
+        "containers": list(containers),
+        **extra,
+    }
 
 
 def pod(name: str, spec: Obj, **metadata: Any) -> Obj:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, **metadata}, "spec": spec}
 
 
-def job(name: str, spec: Obj, *, completions: int = 1, parallelism: int = 1,
-        indexed: bool = False, backoff_limit: int = 0, **job_spec: Any) -> Obj:
+def job(
+    name: str,
+    spec: Obj,
+    *,
+    completions: int = 1,
+    parallelism: int = 1,
+    indexed: bool = False,
+    backoff_limit: int = 0,
+    **job_spec: Any,
+) -> Obj:
     body: Obj = {
         "completions": completions,
         "parallelism": parallelism,
@@ -44,11 +62,23 @@ def job(name: str, spec: Obj, *, completions: int = 1, parallelism: int = 1,
 
 
 def headless_service(name: str, selector: Obj) -> Obj:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-            "spec": {"clusterIP": "None", "selector": selector, "publishNotReadyAddresses": True,
-                     "ports": [{"name": "rdzv", "port": 29500}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector,
+            "publishNotReadyAddresses": True,
+            "ports": [{"name": "rdzv", "port": 29500}],
+        },
+    }
 
 
 def pvc(name: str, size: str = "1Gi") -> Obj:
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}},
+    }

@@ -25,7 +25,7 @@ NETNS_ETC = Path("/etc/netns")
 CLUSTER_DOMAIN = "cluster.local"
 
 
-class NetworkUnavailable(RuntimeError):
+class NetworkUnavailableError(RuntimeError):
     """The machine cannot give pods their own network namespaces."""
 
 
@@ -35,12 +35,12 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def check_available() -> None:
     if os.geteuid() != 0:
-        raise NetworkUnavailable(
+        raise NetworkUnavailableError(
             "the pod runner needs root for network and mount namespaces; run the cluster tests "
             "as root (CI does) or set LLAMAFT_SKIP_CLUSTER=1"
         )
     if shutil.which("ip") is None or shutil.which("unshare") is None:
-        raise NetworkUnavailable("iproute2 and util-linux are needed; run scripts/testbin.sh")
+        raise NetworkUnavailableError("iproute2 and util-linux are needed; run scripts/testbin.sh")
 
 
 def _used_networks() -> list[ipaddress.IPv4Network]:
@@ -85,7 +85,7 @@ class PodNetwork:
             candidate = ipaddress.IPv4Network(f"10.{random.randint(160, 254)}.0.0/16")
             if not any(candidate.overlaps(n) for n in used if n.prefixlen > 0):
                 return candidate
-        raise NetworkUnavailable("no free 10.x.0.0/16 for the pod network")
+        raise NetworkUnavailableError("no free 10.x.0.0/16 for the pod network")
 
     def create(self) -> None:
         _ip("link", "add", self.bridge, "type", "bridge")

@@ -9,7 +9,7 @@ them as local processes:
   annotation), resourceFieldRefs, secretKeyRef/configMapKeyRef, envFrom, plus
   KUBERNETES_SERVICE_HOST/PORT pointing at the real apiserver.
 - `image` only selects the entry point when `command` is empty (`images`: substring -> argv);
-  every image gets the repo's `.venv/bin` first on PATH, so `llamaft`, `torchrun`, `python` are ours.
+  every image gets the repo's `.venv/bin` first on PATH: `llamaft`, `torchrun`, `python` are ours.
 - Volumes are host directories bind-mounted at their real mountPaths inside the container's own
   mount namespace (volumes.py), so no path rewriting is needed; the terminationMessagePath is a
   host file mounted the same way. PVCs are provisioned here: a hostPath PV per claim.
@@ -79,13 +79,21 @@ class NodeSpec:
             "nvidia.com/gpu.memory": str(self.gpu_memory_mib),
             **self.labels,
         }
-        return {"apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": self.name, "labels": labels},
-                "spec": {"taints": list(self.taints)} if self.taints else {}}
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.name, "labels": labels},
+            "spec": {"taints": list(self.taints)} if self.taints else {},
+        }
 
     def capacity(self) -> dict[str, str]:
-        return {"cpu": self.cpu, "memory": self.memory, "pods": "110",
-                "ephemeral-storage": "1Ti", "nvidia.com/gpu": str(self.gpus)}
+        return {
+            "cpu": self.cpu,
+            "memory": self.memory,
+            "pods": "110",
+            "ephemeral-storage": "1Ti",
+            "nvidia.com/gpu": str(self.gpus),
+        }
 
 
 def micro_now() -> str:
@@ -125,11 +133,16 @@ class PodRunner:
         for spec in self.nodes.values():
             self._register(spec)
         self._heartbeat()
-        for name, target in (("heartbeat", self._heartbeat_loop),
-                             ("pods", lambda: self._informer("/api/v1/pods", self._on_pod,
-                                                             fieldSelector="spec.nodeName!=")),
-                             ("claims", lambda: self._informer("/api/v1/persistentvolumeclaims",
-                                                               self._on_claim))):
+        for name, target in (
+            ("heartbeat", self._heartbeat_loop),
+            (
+                "pods",
+                lambda: self._informer(
+                    "/api/v1/pods", self._on_pod, fieldSelector="spec.nodeName!="
+                ),
+            ),
+            ("claims", lambda: self._informer("/api/v1/persistentvolumeclaims", self._on_claim)),
+        ):
             thread = threading.Thread(target=target, name=f"podrunner-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -146,7 +159,7 @@ class PodRunner:
         self.mountpoints.release_all()
 
     def wait_nodes_ready(self, timeout: float, names: Sequence[str] | None = None) -> None:
-        """Until each node is Ready and the node lifecycle controller lifted its not-ready taints."""
+        """Until each node is Ready and the node lifecycle controller lifted its not-ready taint."""
         deadline = time.monotonic() + timeout
         pending = list(names or [n for n in self.nodes if n not in self._lost])
         while pending:
@@ -156,7 +169,9 @@ class PodRunner:
                 pending.pop(0)
                 continue
             if time.monotonic() > deadline:
-                raise TimeoutError(f"node {pending[0]} still tainted {taints} after {timeout:.0f} s")
+                raise TimeoutError(
+                    f"node {pending[0]} still tainted {taints} after {timeout:.0f} s"
+                )
             time.sleep(0.3)
 
     # ---- nodes ----------------------------------------------------------------------------------
@@ -174,28 +189,63 @@ class PodRunner:
         spec = self.nodes[name]
         stamp = now()
         conditions = [
-            {"type": t, "status": "False", "reason": f"KubeletHas{r}", "message": "pod runner",
-             "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
-            for t, r in (("MemoryPressure", "SufficientMemory"), ("DiskPressure", "NoDiskPressure"),
-                         ("PIDPressure", "SufficientPID"))
+            {
+                "type": t,
+                "status": "False",
+                "reason": f"KubeletHas{r}",
+                "message": "pod runner",
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": stamp,
+            }
+            for t, r in (
+                ("MemoryPressure", "SufficientMemory"),
+                ("DiskPressure", "NoDiskPressure"),
+                ("PIDPressure", "SufficientPID"),
+            )
         ]
         if ready:
-            conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
-                               "message": "pod runner is posting ready status",
-                               "lastHeartbeatTime": stamp, "lastTransitionTime": stamp})
+            conditions.append(
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "pod runner is posting ready status",
+                    "lastHeartbeatTime": stamp,
+                    "lastTransitionTime": stamp,
+                }
+            )
         else:
-            conditions.append({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-                               "message": "Kubelet stopped posting node status.",
-                               "lastHeartbeatTime": stamp, "lastTransitionTime": stamp})
+            conditions.append(
+                {
+                    "type": "Ready",
+                    "status": "Unknown",
+                    "reason": "NodeStatusUnknown",
+                    "message": "Kubelet stopped posting node status.",
+                    "lastHeartbeatTime": stamp,
+                    "lastTransitionTime": stamp,
+                }
+            )
         status = {
-            "capacity": spec.capacity(), "allocatable": spec.capacity(), "conditions": conditions,
-            "addresses": [{"type": "InternalIP", "address": self.host_ip},
-                          {"type": "Hostname", "address": spec.name}],
+            "capacity": spec.capacity(),
+            "allocatable": spec.capacity(),
+            "conditions": conditions,
+            "addresses": [
+                {"type": "InternalIP", "address": self.host_ip},
+                {"type": "Hostname", "address": spec.name},
+            ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-            "nodeInfo": {"machineID": spec.name, "systemUUID": spec.name, "bootID": spec.name,
-                         "kernelVersion": os.uname().release, "osImage": "llamaft pod runner",
-                         "containerRuntimeVersion": "podrunner://1", "kubeletVersion": "v1.32.4",
-                         "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
+            "nodeInfo": {
+                "machineID": spec.name,
+                "systemUUID": spec.name,
+                "bootID": spec.name,
+                "kernelVersion": os.uname().release,
+                "osImage": "llamaft pod runner",
+                "containerRuntimeVersion": "podrunner://1",
+                "kubeletVersion": "v1.32.4",
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+            },
         }
         self.rest.patch(f"/api/v1/nodes/{name}/status", {"status": status})
 
@@ -203,10 +253,16 @@ class PodRunner:
         for name in self.nodes:
             if name in self._lost:
                 continue
-            lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                     "metadata": {"name": name, "namespace": "kube-node-lease"},
-                     "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
-                              "renewTime": micro_now()}}
+            lease = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease"},
+                "spec": {
+                    "holderIdentity": name,
+                    "leaseDurationSeconds": 40,
+                    "renewTime": micro_now(),
+                },
+            }
             path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
             try:
                 self.rest.patch(f"{path}/{name}", {"spec": lease["spec"]}, "merge")
@@ -236,8 +292,9 @@ class PodRunner:
                 for item in listing["items"]:
                     self._safe(handler, "ADDED", item)
                 while not self._stopped.is_set():
-                    watch_path = path + ("?" + "&".join(f"{k}={v}" for k, v in params.items())
-                                         if params else "")
+                    watch_path = path + (
+                        "?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else ""
+                    )
                     for kind, obj in self.rest.watch(watch_path, version):
                         version = obj["metadata"]["resourceVersion"]
                         if kind != "BOOKMARK":
@@ -280,7 +337,9 @@ class PodRunner:
                 if worker is not None and not worker.deleting:
                     worker.deleting = True
                     worker.request_stop(grace)
-                    threading.Thread(target=self._finalize_deletion, args=(worker,), daemon=True).start()
+                    threading.Thread(
+                        target=self._finalize_deletion, args=(worker,), daemon=True
+                    ).start()
                 elif worker is None:
                     self._force_delete(meta["namespace"], meta["name"], meta["uid"])
                 return
@@ -296,8 +355,10 @@ class PodRunner:
     def _force_delete(self, namespace: str, name: str, uid: str) -> None:
         """What a kubelet does once a deleted pod's containers are gone: remove it for good."""
         with contextlib.suppress(ApiError):
-            self.rest.delete(f"/api/v1/namespaces/{namespace}/pods/{name}",
-                             {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})
+            self.rest.delete(
+                f"/api/v1/namespaces/{namespace}/pods/{name}",
+                {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
+            )
 
     def _forget(self, worker: PodWorker) -> None:
         worker.done.wait(60)
@@ -309,11 +370,17 @@ class PodRunner:
     # ---- claims ---------------------------------------------------------------------------------
 
     def _ensure_storage_class(self) -> None:
-        sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-              "metadata": {"name": "standard",
-                           "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-              "provisioner": PROVISIONER, "reclaimPolicy": "Delete",
-              "volumeBindingMode": "Immediate"}
+        sc = {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": "standard",
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": PROVISIONER,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
+        }
         with contextlib.suppress(ApiError):
             self.rest.post("/apis/storage.k8s.io/v1/storageclasses", sc)
 
@@ -329,18 +396,31 @@ class PodRunner:
         directory = self.state_dir / "pvc" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
         directory.mkdir(parents=True, exist_ok=True)
         pv = {
-            "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": pv_name, "labels": {"llamaft.test/provisioned-by": "podrunner"},
-                         "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {
+                "name": pv_name,
+                "labels": {"llamaft.test/provisioned-by": "podrunner"},
+                "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+            },
             "spec": {
-                "capacity": {"storage": (spec.get("resources") or {}).get("requests", {}).get("storage", "1Gi")},
+                "capacity": {
+                    "storage": (spec.get("resources") or {})
+                    .get("requests", {})
+                    .get("storage", "1Gi")
+                },
                 "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
                 "volumeMode": spec.get("volumeMode") or "Filesystem",
                 "storageClassName": spec.get("storageClassName") or "",
                 "persistentVolumeReclaimPolicy": "Retain",
                 "hostPath": {"path": str(directory), "type": "DirectoryOrCreate"},
-                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                             "namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
+                "claimRef": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
             },
         }
         try:
@@ -376,19 +456,30 @@ class PodRunner:
         obj.setdefault("kind", kind)
         return podspec.decode_data(obj)
 
-    def issue_token(self, namespace: str, sa: str, audience: str | None, seconds: int, pod: Obj) -> str:
-        spec: Obj = {"expirationSeconds": max(seconds, 600),
-                     "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
-                                        "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}}
+    def issue_token(
+        self, namespace: str, sa: str, audience: str | None, seconds: int, pod: Obj
+    ) -> str:
+        spec: Obj = {
+            "expirationSeconds": max(seconds, 600),
+            "boundObjectRef": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": pod["metadata"]["name"],
+                "uid": pod["metadata"]["uid"],
+            },
+        }
         if audience:
             spec["audiences"] = [audience]
         try:
-            result = self.rest.post(f"/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token",
-                                    {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                                     "spec": spec})
+            result = self.rest.post(
+                f"/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
+            )
         except ApiError as e:
             if e.status == 404:
-                raise podspec.MissingReference(f"ServiceAccount {namespace}/{sa} not found") from e
+                raise podspec.MissingReferenceError(
+                    f"ServiceAccount {namespace}/{sa} not found"
+                ) from e
             raise
         return str(result["status"]["token"])
 
@@ -433,13 +524,25 @@ class PodRunner:
     def event(self, pod: Obj, kind: str, reason: str, message: str) -> None:
         meta = pod["metadata"]
         stamp = now()
-        body = {"apiVersion": "v1", "kind": "Event",
-                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-                "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
-                                   "namespace": meta["namespace"], "uid": meta["uid"]},
-                "reason": reason, "message": message, "type": kind, "count": 1,
-                "firstTimestamp": stamp, "lastTimestamp": stamp,
-                "source": {"component": "podrunner", "host": pod["spec"].get("nodeName", "")}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "source": {"component": "podrunner", "host": pod["spec"].get("nodeName", "")},
+        }
         with contextlib.suppress(ApiError, OSError):
             self.rest.post(f"/api/v1/namespaces/{meta['namespace']}/events", body)
 
@@ -448,12 +551,19 @@ class PodRunner:
 
     def _update_hosts(self, namespace: str) -> None:
         with self._lock:
-            peers = [w for w in self._workers.values()
-                     if w.namespace == namespace and w.pod_ip is not None]
+            peers = [
+                w
+                for w in self._workers.values()
+                if w.namespace == namespace and w.pod_ip is not None
+            ]
         for worker in peers:
             if worker.netns is None:
                 continue
-            entries = [HostEntry(worker.pod_ip or "", host_names(worker.hostname, worker.subdomain, namespace))]
+            entries = [
+                HostEntry(
+                    worker.pod_ip or "", host_names(worker.hostname, worker.subdomain, namespace)
+                )
+            ]
             for peer in peers:
                 if peer is not worker and peer.subdomain:
                     names = host_names(peer.hostname, peer.subdomain, namespace)[:-1]
@@ -465,7 +575,9 @@ class PodRunner:
 
     def _worker(self, namespace: str, name: str) -> PodWorker:
         with self._lock:
-            matches = [w for w in self._workers.values() if (w.namespace, w.pod_name) == (namespace, name)]
+            matches = [
+                w for w in self._workers.values() if (w.namespace, w.pod_name) == (namespace, name)
+            ]
         if not matches:
             raise KeyError(f"pod {namespace}/{name} was never run by the pod runner")
         return matches[-1]
@@ -487,12 +599,16 @@ class PodRunner:
         with self._lock:
             self._lost.add(node)
             victims = [w for w in self._workers.values() if w.node == node and not w.done.is_set()]
-        taints = [{"key": "node.kubernetes.io/unreachable", "effect": e, "timeAdded": now()}
-                  for e in ("NoSchedule", "NoExecute")]
+        taints = [
+            {"key": "node.kubernetes.io/unreachable", "effect": e, "timeAdded": now()}
+            for e in ("NoSchedule", "NoExecute")
+        ]
         self.rest.patch(f"/api/v1/nodes/{node}", {"spec": {"taints": taints}}, "merge")
         self._post_node_status(node, ready=False)
         for worker in victims:
-            worker.disrupt("DeletionByTaintManager", "Taint manager: deleting due to NoExecute taint")
+            worker.disrupt(
+                "DeletionByTaintManager", "Taint manager: deleting due to NoExecute taint"
+            )
         for worker in victims:
             worker.done.wait(30)
             self._force_delete(worker.namespace, worker.pod_name, worker.uid)
@@ -510,7 +626,9 @@ class PodRunner:
         for node in list(self._lost):
             self.restore_node(node)
 
-    def logs(self, namespace: str, name: str, container: str | None = None, previous: bool = False) -> str:
+    def logs(
+        self, namespace: str, name: str, container: str | None = None, previous: bool = False
+    ) -> str:
         """A container's output (stdout and stderr together), like `kubectl logs [--previous]`.
 
         Empty while the pod has not started here yet.

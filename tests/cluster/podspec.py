@@ -1,4 +1,4 @@
-"""Pure helpers of the pod runner: a pod's env, argv and downward-API values, as a kubelet computes them.
+"""Pure helpers of the pod runner: a pod's env, argv and downward-API values, as a kubelet does.
 
 Pods are plain dicts in the API's JSON form (camelCase), as `ApiClient.sanitize_for_serialization`
 gives them. Lookups of Secrets and ConfigMaps are injected, so these functions stay testable.
@@ -17,15 +17,27 @@ Obj = dict[str, Any]
 # (kind, namespace, name) -> the object's data as text, or None when the object does not exist.
 DataLookup = Callable[[str, str, str], dict[str, str] | None]
 
-_SUFFIXES = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+_SUFFIXES: dict[str, int | Decimal] = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
 }
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
-class MissingReference(LookupError):
+class MissingReferenceError(LookupError):
     """A Secret, ConfigMap or key a pod needs does not exist (yet): the kubelet would wait."""
 
 
@@ -33,7 +45,7 @@ def parse_quantity(text: str | int | float) -> Decimal:
     s = str(text)
     for suffix in sorted(_SUFFIXES, key=len, reverse=True):
         if s.endswith(suffix):
-            return Decimal(s[: -len(suffix)]) * Decimal(_SUFFIXES[suffix])
+            return Decimal(s[: -len(suffix)]) * _SUFFIXES[suffix]
     return Decimal(s)
 
 
@@ -83,13 +95,17 @@ def field_ref(pod: Obj, path: str) -> str:
         items = meta.get(path.split(".")[1]) or {}
         return "\n".join(f'{k}="{v}"' for k, v in sorted(items.items()))
     if path not in simple:
-        raise MissingReference(f"unsupported fieldRef {path!r}")
+        raise MissingReferenceError(f"unsupported fieldRef {path!r}")
     return str(simple[path] or "")
 
 
-def resource_ref(pod: Obj, container_name: str, ref: Obj, node_allocatable: Mapping[str, str]) -> str:
+def resource_ref(
+    pod: Obj, container_name: str, ref: Obj, node_allocatable: Mapping[str, str]
+) -> str:
     """Downward API `resourceFieldRef`: the container's limit (node allocatable when unset)."""
-    container = next(c for c in _all_containers(pod) if c["name"] == (ref.get("containerName") or container_name))
+    container = next(
+        c for c in _all_containers(pod) if c["name"] == (ref.get("containerName") or container_name)
+    )
     kind, _, resource = ref["resource"].partition(".")
     resources = container.get("resources") or {}
     value = (resources.get(kind) or {}).get(resource)
@@ -123,7 +139,7 @@ def container_env(
         if data is None:
             if ref.get("optional"):
                 continue
-            raise MissingReference(f"{kind} {namespace}/{ref['name']} not found")
+            raise MissingReferenceError(f"{kind} {namespace}/{ref['name']} not found")
         prefix = source.get("prefix") or ""
         env.update({prefix + k: v for k, v in data.items()})
     for var in container.get("env") or []:
@@ -135,7 +151,9 @@ def container_env(
         if "fieldRef" in source:
             env[name] = field_ref(pod, source["fieldRef"]["fieldPath"])
         elif "resourceFieldRef" in source:
-            env[name] = resource_ref(pod, container["name"], source["resourceFieldRef"], node_allocatable)
+            env[name] = resource_ref(
+                pod, container["name"], source["resourceFieldRef"], node_allocatable
+            )
         elif "secretKeyRef" in source or "configMapKeyRef" in source:
             kind = "Secret" if "secretKeyRef" in source else "ConfigMap"
             ref = source.get("secretKeyRef") or source.get("configMapKeyRef") or {}
@@ -143,7 +161,9 @@ def container_env(
             if data is None or ref["key"] not in data:
                 if ref.get("optional"):
                     continue
-                raise MissingReference(f"{kind} {namespace}/{ref['name']} key {ref['key']!r} not found")
+                raise MissingReferenceError(
+                    f"{kind} {namespace}/{ref['name']} key {ref['key']!r} not found"
+                )
             env[name] = data[ref["key"]]
         else:
             env[name] = ""
@@ -151,7 +171,7 @@ def container_env(
 
 
 def container_argv(container: Obj, env: Mapping[str, str], entrypoint: list[str]) -> list[str]:
-    """command/args with `$(VAR)` expansion; the image's entry point stands in for a missing command."""
+    """command/args with `$(VAR)` expanded; the image's entry point stands in for no command."""
     command = [expand(a, env) for a in container.get("command") or []]
     args = [expand(a, env) for a in container.get("args") or []]
     return (command or list(entrypoint)) + args

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tests.cluster import podspec, volumes
-from tests.cluster.podspec import MissingReference, Obj
+from tests.cluster.podspec import MissingReferenceError, Obj
 
 if TYPE_CHECKING:
     from tests.cluster.podrunner import PodRunner
@@ -82,8 +82,13 @@ class PodWorker(threading.Thread):
         self.hostname: str = spec.get("hostname") or self.pod_name
         self.subdomain: str | None = spec.get("subdomain")
         self.restart_policy: str = spec.get("restartPolicy") or "Always"
-        self.inits = [ContainerRun(c["name"], c.get("image", ""), True) for c in spec.get("initContainers") or []]
-        self.mains = [ContainerRun(c["name"], c.get("image", ""), False) for c in spec["containers"]]
+        self.inits = [
+            ContainerRun(c["name"], c.get("image", ""), True)
+            for c in spec.get("initContainers") or []
+        ]
+        self.mains = [
+            ContainerRun(c["name"], c.get("image", ""), False) for c in spec["containers"]
+        ]
         self.netns: str | None = None
         self.pod_ip: str | None = None
         self._lock = threading.RLock()
@@ -119,8 +124,11 @@ class PodWorker(threading.Thread):
         """Node loss: the pod fails with a DisruptionTarget condition, as the taint manager sets."""
         with self._lock:
             self._disruption = {
-                "type": "DisruptionTarget", "status": "True", "reason": reason,
-                "message": message, "lastTransitionTime": now(),
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": now(),
             }
             self._stop.set()
             self._kill_deadline = time.monotonic()
@@ -142,21 +150,39 @@ class PodWorker(threading.Thread):
     def _live(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
-        self._patch_status({"phase": "Pending", "hostIP": self.runner.host_ip,
-                            "hostIPs": [{"ip": self.runner.host_ip}], "startTime": now(),
-                            "containerStatuses": [r.status() for r in self.mains]})
+        self._patch_status(
+            {
+                "phase": "Pending",
+                "hostIP": self.runner.host_ip,
+                "hostIPs": [{"ip": self.runner.host_ip}],
+                "startTime": now(),
+                "containerStatuses": [r.status() for r in self.mains],
+            }
+        )
         volume_paths = self._wait_for_volumes()
         if volume_paths is None:
             return
         self.netns, self.pod_ip = self.runner.network.add_namespace()
-        self.pod["status"] = {**(self.pod.get("status") or {}), "podIP": self.pod_ip,
-                              "hostIP": self.runner.host_ip}
+        self.pod["status"] = {
+            **(self.pod.get("status") or {}),
+            "podIP": self.pod_ip,
+            "hostIP": self.runner.host_ip,
+        }
         self.runner.pod_addressed(self)
-        self._patch_status({"podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}],
-                            "conditions": [self._cond("PodReadyToStartContainers", True),
-                                           self._cond("Initialized", not self.inits)]})
-        specs = {c["name"]: c for c in (self.pod["spec"].get("initContainers") or [])
-                 + self.pod["spec"]["containers"]}
+        self._patch_status(
+            {
+                "podIP": self.pod_ip,
+                "podIPs": [{"ip": self.pod_ip}],
+                "conditions": [
+                    self._cond("PodReadyToStartContainers", True),
+                    self._cond("Initialized", not self.inits),
+                ],
+            }
+        )
+        specs = {
+            c["name"]: c
+            for c in (self.pod["spec"].get("initContainers") or []) + self.pod["spec"]["containers"]
+        }
         for run in self.inits:
             while True:
                 code = self._run_to_end(run, specs[run.name], volume_paths)
@@ -167,8 +193,12 @@ class PodWorker(threading.Thread):
                     return
                 self._backoff(run)
         self._patch_status({"conditions": [self._cond("Initialized", True)]})
-        threads = [threading.Thread(target=self._run_main, args=(r, specs[r.name], volume_paths),
-                                    daemon=True) for r in self.mains]
+        threads = [
+            threading.Thread(
+                target=self._run_main, args=(r, specs[r.name], volume_paths), daemon=True
+            )
+            for r in self.mains
+        ]
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads):
@@ -177,14 +207,19 @@ class PodWorker(threading.Thread):
         self._finish()
 
     def _wait_for_volumes(self) -> dict[str, Path] | None:
-        builder = volumes.VolumeBuilder(self.pod, self.dir, self.runner.lookup_data,
-                                        self.runner.claim_dir, self.runner.issue_token)
+        builder = volumes.VolumeBuilder(
+            self.pod,
+            self.dir,
+            self.runner.lookup_data,
+            self.runner.claim_dir,
+            self.runner.issue_token,
+        )
         deadline = time.monotonic() + VOLUME_WAIT_S
         reported = ""
         while not self._stop.is_set():
             try:
                 return builder.build()
-            except MissingReference as e:
+            except MissingReferenceError as e:
                 if str(e) != reported:
                     reported = str(e)
                     self.runner.event(self.pod, "Warning", "FailedMount", str(e))
@@ -192,7 +227,7 @@ class PodWorker(threading.Thread):
                     self._finish(f"volumes not ready after {VOLUME_WAIT_S:.0f} s: {e}")
                     return None
                 time.sleep(0.5)
-            except volumes.Unsupported as e:
+            except volumes.UnsupportedVolumeError as e:
                 self.runner.event(self.pod, "Warning", "FailedMount", str(e))
                 self._finish(str(e))
                 return None
@@ -202,7 +237,9 @@ class PodWorker(threading.Thread):
     def _run_main(self, run: ContainerRun, spec: Obj, volume_paths: dict[str, Path]) -> None:
         while True:
             code = self._run_to_end(run, spec, volume_paths)
-            again = self.restart_policy == "Always" or (self.restart_policy == "OnFailure" and code != 0)
+            again = self.restart_policy == "Always" or (
+                self.restart_policy == "OnFailure" and code != 0
+            )
             if not again or self._stop.is_set():
                 return
             self._backoff(run)
@@ -216,14 +253,14 @@ class PodWorker(threading.Thread):
         self._stop.wait(delay)
 
     def _run_to_end(self, run: ContainerRun, spec: Obj, volume_paths: dict[str, Path]) -> int:
-        """Start one container attempt, wait for it, record its terminated state; returns exit code."""
+        """Run one container attempt to its end, record its terminated state, return exit code."""
         term_file = self.dir / "termination" / f"{run.name}-{run.restart_count}"
         term_file.parent.mkdir(exist_ok=True)
         term_file.write_text("")
         log_path = self.dir / "logs" / f"{run.name}-{run.restart_count}.log"
         try:
             argv, env, workdir, mounts = self._prepare(spec, volume_paths, term_file)
-        except MissingReference as e:
+        except MissingReferenceError as e:
             # Real kubelets report CreateContainerConfigError and retry; we fail the attempt.
             return self._terminated(run, 1, "CreateContainerConfigError", str(e), log_path)
         with self._lock:
@@ -243,15 +280,26 @@ class PodWorker(threading.Thread):
         self._release(mounts)
         reason = "OOMKilled" if run.oom else ("Completed" if code == 0 else "Error")
         message = term_file.read_text(errors="replace")[:TERMINATION_MESSAGE_MAX]
-        if not message and code != 0 and spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+        if (
+            not message
+            and code != 0
+            and spec.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        ):
             lines = log_path.read_text(errors="replace").splitlines()[-FALLBACK_LOG_LINES:]
             message = "\n".join(lines)[-TERMINATION_MESSAGE_MAX:]
         return self._terminated(run, code, reason, message, log_path)
 
-    def _terminated(self, run: ContainerRun, code: int, reason: str, message: str, log_path: Path) -> int:
+    def _terminated(
+        self, run: ContainerRun, code: int, reason: str, message: str, log_path: Path
+    ) -> int:
         with self._lock:
-            state: Obj = {"exitCode": code, "reason": reason, "startedAt": run.started_at or now(),
-                          "finishedAt": now(), "containerID": f"podrunner://{run.name}-{run.restart_count}"}
+            state: Obj = {
+                "exitCode": code,
+                "reason": reason,
+                "startedAt": run.started_at or now(),
+                "finishedAt": now(),
+                "containerID": f"podrunner://{run.name}-{run.restart_count}",
+            }
             if message:
                 state["message"] = message
             run.state = {"terminated": state}
@@ -261,34 +309,74 @@ class PodWorker(threading.Thread):
         self._report()
         return code
 
-    def _prepare(self, spec: Obj, volume_paths: dict[str, Path], term_file: Path
-                 ) -> tuple[list[str], dict[str, str], str, list[volumes.Mount]]:
+    def _prepare(
+        self, spec: Obj, volume_paths: dict[str, Path], term_file: Path
+    ) -> tuple[list[str], dict[str, str], str, list[volumes.Mount]]:
         base = self.runner.base_env(self)
-        env = podspec.container_env(self.pod, spec, base, self.runner.lookup_data,
-                                    self.runner.node_allocatable(self.node))
+        env = podspec.container_env(
+            self.pod, spec, base, self.runner.lookup_data, self.runner.node_allocatable(self.node)
+        )
         argv = podspec.container_argv(spec, env, self.runner.entrypoint(spec.get("image", "")))
         if not argv:
-            raise MissingReference(f"container {spec['name']}: no command and image has no entry point")
+            raise MissingReferenceError(
+                f"container {spec['name']}: no command and image has no entry point"
+            )
         mounts = volumes.container_mounts(spec, volume_paths)
-        mounts.append(volumes.Mount(str(term_file),
-                                    spec.get("terminationMessagePath") or "/dev/termination-log"))
+        mounts.append(
+            volumes.Mount(
+                str(term_file), spec.get("terminationMessagePath") or "/dev/termination-log"
+            )
+        )
         workdir = spec.get("workingDir") or str(self.dir / "workdir")
         Path(workdir).mkdir(parents=True, exist_ok=True)
         return argv, env, workdir, mounts
 
-    def _spawn(self, run: ContainerRun, argv: list[str], env: dict[str, str], workdir: str,
-               mounts: list[volumes.Mount], log_path: Path) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self,
+        run: ContainerRun,
+        argv: list[str],
+        env: dict[str, str],
+        workdir: str,
+        mounts: list[volumes.Mount],
+        log_path: Path,
+    ) -> subprocess.Popen[bytes]:
         for m in mounts:
             self.runner.mountpoints.acquire(Path(m.target), Path(m.source).is_dir())
         spec_file = self.dir / f"{run.name}-{run.restart_count}.json"
-        spec_file.write_text(json.dumps({"hostname": self.hostname, "argv": argv, "env": env,
-                                         "workdir": workdir, "mounts": [m.as_json() for m in mounts]}))
+        spec_file.write_text(
+            json.dumps(
+                {
+                    "hostname": self.hostname,
+                    "argv": argv,
+                    "env": env,
+                    "workdir": workdir,
+                    "mounts": [m.as_json() for m in mounts],
+                }
+            )
+        )
         assert self.netns is not None
-        cmd = ["ip", "netns", "exec", self.netns, "unshare", "--uts", "--",
-               sys.executable, "-I", str(SHIM), str(spec_file)]
+        cmd = [
+            "ip",
+            "netns",
+            "exec",
+            self.netns,
+            "unshare",
+            "--uts",
+            "--",
+            sys.executable,
+            "-I",
+            str(SHIM),
+            str(spec_file),
+        ]
         with log_path.open("ab") as out:
-            return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, env={"PATH": os.environ.get("PATH", "")})
+            return subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={"PATH": os.environ.get("PATH", "")},
+            )
 
     def _release(self, mounts: list[volumes.Mount]) -> None:
         for m in mounts:
@@ -327,10 +415,14 @@ class PodWorker(threading.Thread):
             running = all("running" in r.state for r in self.mains)
             if self._phase == "Pending" and any("running" in r.state for r in self.mains):
                 self._phase = "Running"
-            body: Obj = {"phase": self._phase,
-                         "containerStatuses": [r.status() for r in self.mains],
-                         "conditions": [self._cond("ContainersReady", running),
-                                        self._cond("Ready", running)]}
+            body: Obj = {
+                "phase": self._phase,
+                "containerStatuses": [r.status() for r in self.mains],
+                "conditions": [
+                    self._cond("ContainersReady", running),
+                    self._cond("Ready", running),
+                ],
+            }
             if self.inits:
                 body["initContainerStatuses"] = [r.status() for r in self.inits]
         self._patch_status(body)
@@ -345,16 +437,27 @@ class PodWorker(threading.Thread):
             self._phase = "Succeeded" if ok else "Failed"
             for r in self.inits + self.mains:
                 if "terminated" not in r.state:
-                    r.state = {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
-                                              "message": message or "pod stopped",
-                                              "startedAt": r.started_at or now(), "finishedAt": now()}}
-            conditions = [self._cond("ContainersReady", False, "PodCompleted"),
-                          self._cond("Ready", False, "PodCompleted"),
-                          self._cond("PodReadyToStartContainers", False)]
+                    r.state = {
+                        "terminated": {
+                            "exitCode": 137,
+                            "reason": "ContainerStatusUnknown",
+                            "message": message or "pod stopped",
+                            "startedAt": r.started_at or now(),
+                            "finishedAt": now(),
+                        }
+                    }
+            conditions = [
+                self._cond("ContainersReady", False, "PodCompleted"),
+                self._cond("Ready", False, "PodCompleted"),
+                self._cond("PodReadyToStartContainers", False),
+            ]
             if self._disruption is not None:
                 conditions.append(self._disruption)
-            body: Obj = {"phase": self._phase, "conditions": conditions,
-                         "containerStatuses": [r.status() for r in self.mains]}
+            body: Obj = {
+                "phase": self._phase,
+                "conditions": conditions,
+                "containerStatuses": [r.status() for r in self.mains],
+            }
             if self.inits:
                 body["initContainerStatuses"] = [r.status() for r in self.inits]
             if message:
@@ -378,10 +481,15 @@ class PodWorker(threading.Thread):
 
     def log_files(self, container: str | None) -> list[Path]:
         name = container or self.mains[0].name
-        files = sorted((self.dir / "logs").glob(f"{name}-*.log"),
-                       key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        files = sorted(
+            (self.dir / "logs").glob(f"{name}-*.log"), key=lambda p: int(p.stem.rsplit("-", 1)[1])
+        )
         return files
 
     def describe(self) -> dict[str, Any]:
-        return {"pod": f"{self.namespace}/{self.pod_name}", "phase": self._phase, "ip": self.pod_ip,
-                "containers": [r.status() for r in self.inits + self.mains]}
+        return {
+            "pod": f"{self.namespace}/{self.pod_name}",
+            "phase": self._phase,
+            "ip": self.pod_ip,
+            "containers": [r.status() for r in self.inits + self.mains],
+        }

@@ -52,9 +52,18 @@ class Rest:
         context = config["contexts"][0]["context"]
         cluster = config["clusters"][0]["cluster"]
         user = config["users"][0]["user"]
-        cert = (user["client-certificate"], user["client-key"]) if "client-certificate" in user else None
-        return cls(cluster["server"], cluster["certificate-authority"], cert=cert,
-                   token=user.get("token"), namespace=context.get("namespace", "default"))
+        cert = (
+            (user["client-certificate"], user["client-key"])
+            if "client-certificate" in user
+            else None
+        )
+        return cls(
+            cluster["server"],
+            cluster["certificate-authority"],
+            cert=cert,
+            token=user.get("token"),
+            namespace=context.get("namespace", "default"),
+        )
 
     def with_namespace(self, namespace: str) -> Rest:
         return Rest(self.server, self.ca, cert=self.cert, token=self.token, namespace=namespace)
@@ -90,7 +99,11 @@ class Rest:
         if body is not None:
             data = body if isinstance(body, str) else json.dumps(body)
         response = self._session.request(
-            method, self.server + path, data=data, params=params, timeout=timeout,
+            method,
+            self.server + path,
+            data=data,
+            params=params,
+            timeout=timeout,
             headers={"Content-Type": content_type, "Accept": "application/json"},
         )
         try:
@@ -111,17 +124,26 @@ class Rest:
         return self.request("PUT", path, body)
 
     def patch(self, path: str, body: Any, kind: str = "strategic", **params: str) -> Obj:
-        return self.request("PATCH", path, body, content_type=PATCH_TYPES[kind], params=params or None)
+        return self.request(
+            "PATCH", path, body, content_type=PATCH_TYPES[kind], params=params or None
+        )
 
     def delete(self, path: str, body: Obj | None = None, **params: str) -> Obj:
         return self.request("DELETE", path, body, params=params or None)
 
-    def watch(self, path: str, resource_version: str, timeout_s: int = 60) -> Iterator[tuple[str, Obj]]:
-        """Events after `resource_version` until the server ends the watch (ApiError 410: relist)."""
-        params = {"watch": "true", "resourceVersion": resource_version,
-                  "timeoutSeconds": str(timeout_s), "allowWatchBookmarks": "true"}
-        with self._session.get(self.server + path, params=params, stream=True,
-                               timeout=(10, timeout_s + 30)) as response:
+    def watch(
+        self, path: str, resource_version: str, timeout_s: int = 60
+    ) -> Iterator[tuple[str, Obj]]:
+        """Events after `resource_version` until the server ends the watch (410 Gone: relist)."""
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_s),
+            "allowWatchBookmarks": "true",
+        }
+        with self._session.get(
+            self.server + path, params=params, stream=True, timeout=(10, timeout_s + 30)
+        ) as response:
             if response.status_code >= 400:
                 raise ApiError(response.status_code, response.json(), "WATCH", path)
             for line in response.iter_lines():
@@ -147,8 +169,14 @@ class Rest:
             raise ApiError(404, {"message": f"no kind {kind} in {api_version}"}, "GET", api_version)
         return self._plurals[key]
 
-    def path(self, api_version: str, kind: str, name: str | None = None,
-             namespace: str | None = None, subresource: str | None = None) -> str:
+    def path(
+        self,
+        api_version: str,
+        kind: str,
+        name: str | None = None,
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> str:
         plural, namespaced = self.resource(api_version, kind)
         base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         if namespaced:
@@ -163,13 +191,24 @@ class Rest:
     def apply(self, manifest: Obj, field_manager: str = "llamaft-tests") -> Obj:
         """Server-side apply, namespaced objects defaulting to this client's namespace."""
         meta = manifest["metadata"]
-        path = self.path(manifest["apiVersion"], manifest["kind"], meta["name"], meta.get("namespace"))
-        return self.patch(path, json.dumps(manifest), "apply", fieldManager=field_manager, force="true")
+        path = self.path(
+            manifest["apiVersion"], manifest["kind"], meta["name"], meta.get("namespace")
+        )
+        return self.patch(
+            path, json.dumps(manifest), "apply", fieldManager=field_manager, force="true"
+        )
 
     def read(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj:
         return self.get(self.path(api_version, kind, name, namespace))
 
-    def remove(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               propagation: str = "Background") -> Obj:
-        return self.delete(self.path(api_version, kind, name, namespace),
-                           {"propagationPolicy": propagation})
+    def remove(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        propagation: str = "Background",
+    ) -> Obj:
+        return self.delete(
+            self.path(api_version, kind, name, namespace), {"propagationPolicy": propagation}
+        )

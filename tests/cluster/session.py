@@ -44,12 +44,18 @@ class Cluster:
         try:
             self.network = PodNetwork()
             self.network.create()
-            self.control_plane = ControlPlane(bin_dir, self.state_dir / "controlplane",
-                                              bind_address=self.network.gateway)
+            self.control_plane = ControlPlane(
+                bin_dir, self.state_dir / "controlplane", bind_address=self.network.gateway
+            )
             self.control_plane.start()
-            self.runner = PodRunner(self.admin(), self.state_dir / "podrunner", self.network,
-                                    self.control_plane.apiserver_port, self.nodes,
-                                    extra_env=self.extra_env)
+            self.runner = PodRunner(
+                self.admin(),
+                self.state_dir / "podrunner",
+                self.network,
+                self.control_plane.apiserver_port,
+                self.nodes,
+                extra_env=self.extra_env,
+            )
             self.runner.start()
         except BaseException:
             self.stop()

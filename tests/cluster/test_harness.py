@@ -1,4 +1,4 @@
-"""Tests of the cluster harness itself: real apiserver, controllers, scheduler and the pod runner."""
+"""Tests of the cluster harness itself: real apiserver, controllers, scheduler, pod runner."""
 
 from __future__ import annotations
 
@@ -27,16 +27,27 @@ WIDGET_CRD = {
         "group": "harness.llamaft.test",
         "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
         "scope": "Namespaced",
-        "versions": [{
-            "name": "v1", "served": True, "storage": True,
-            "schema": {"openAPIV3Schema": {
-                "type": "object",
-                "properties": {"spec": {
-                    "type": "object", "required": ["size"],
-                    "properties": {"size": {"type": "integer", "minimum": 1, "maximum": 10}},
-                }},
-            }},
-        }],
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["size"],
+                                "properties": {
+                                    "size": {"type": "integer", "minimum": 1, "maximum": 10}
+                                },
+                            }
+                        },
+                    }
+                },
+            }
+        ],
     },
 }
 
@@ -50,7 +61,7 @@ def job_condition(kube: Kube, name: str, kind: str) -> Callable[[], bool]:
 
 
 def pods_of(kube: Kube, job: str) -> list[Obj]:
-    return kube.list("v1", "Pod", f"job-name={job}")
+    return kube.select("v1", "Pod", f"job-name={job}")
 
 
 def test_apiserver_rejects_invalid_object_by_schema(
@@ -61,8 +72,12 @@ def test_apiserver_rejects_invalid_object_by_schema(
     assert apply_crd(crd) == ["widgets.harness.llamaft.test"]
 
     def widget(name: str, size: object) -> Obj:
-        return {"apiVersion": "harness.llamaft.test/v1", "kind": "Widget",
-                "metadata": {"name": name}, "spec": {"size": size}}
+        return {
+            "apiVersion": "harness.llamaft.test/v1",
+            "kind": "Widget",
+            "metadata": {"name": name},
+            "spec": {"size": size},
+        }
 
     kube.create(widget("good", 3))
     for name, size in (("bad-type", "three"), ("too-big", 11)):
@@ -72,12 +87,17 @@ def test_apiserver_rejects_invalid_object_by_schema(
         assert "spec.size" in str(err.value)
 
 
-def test_job_with_two_completions_runs_commands(kube: Kube, podrunner: PodRunner, wait_for: Wait) -> None:
+def test_job_with_two_completions_runs_commands(
+    kube: Kube, podrunner: PodRunner, wait_for: Wait
+) -> None:
     script = 'echo "ran in $POD_NAME on $NODE"'
-    env = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-           {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
-    job = m.job("two", m.pod_spec(m.container(["sh", "-c", script], env=env)),
-                completions=2, parallelism=2)
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+    job = m.job(
+        "two", m.pod_spec(m.container(["sh", "-c", script], env=env)), completions=2, parallelism=2
+    )
     kube.create(job)
     wait_for(job_condition(kube, "two", "Complete"), timeout=60, describe=job)
     assert kube.get("batch/v1", "Job", "two")["status"]["succeeded"] == 2
@@ -117,15 +137,16 @@ def test_indexed_job_pods_reach_each_other_by_hostname(
 ) -> None:
     kube.create(m.headless_service("rdzv", {"job-name": "pair"}))
     spec = m.pod_spec(
-        m.container(["python", "-c", RENDEZVOUS],
-                    env=[{"name": "PEER", "value": "pair-0.rdzv"}]),
+        m.container(["python", "-c", RENDEZVOUS], env=[{"name": "PEER", "value": "pair-0.rdzv"}]),
         subdomain="rdzv",
     )
     job = m.job("pair", spec, completions=2, parallelism=2, indexed=True)
     kube.create(job)
     wait_for(job_condition(kube, "pair", "Complete"), timeout=90, describe=job)
-    pods = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p
-            for p in pods_of(kube, "pair")}
+    pods = {
+        p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p
+        for p in pods_of(kube, "pair")
+    }
     assert pods["0"]["spec"]["hostname"] == "pair-0"
     assert pods["0"]["status"]["podIP"] != pods["1"]["status"]["podIP"]
     message = pods["0"]["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
@@ -134,20 +155,45 @@ def test_indexed_job_pods_reach_each_other_by_hostname(
 
 def test_deleting_owner_garbage_collects_children(kube: Kube, wait_for: Wait) -> None:
     owner = kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}})
-    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
-           "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
-    kube.create({"apiVersion": "v1", "kind": "ConfigMap",
-                 "metadata": {"name": "child", "ownerReferences": [ref]}, "data": {"a": "b"}})
+    ref = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "owner",
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "child", "ownerReferences": [ref]},
+            "data": {"a": "b"},
+        }
+    )
     kube.delete("v1", "ConfigMap", "owner")
-    wait_for(lambda: kube.get_or_none("v1", "ConfigMap", "child") is None, timeout=60,
-             what="child ConfigMap garbage-collected")
+    wait_for(
+        lambda: kube.get_or_none("v1", "ConfigMap", "child") is None,
+        timeout=60,
+        what="child ConfigMap garbage-collected",
+    )
 
 
 def test_pod_failure_policy_fail_job_on_exit_code(kube: Kube, wait_for: Wait) -> None:
-    policy = {"rules": [{"action": "FailJob",
-                         "onExitCodes": {"containerName": "main", "operator": "In", "values": [2]}}]}
-    job = m.job("fails", m.pod_spec(m.container(["sh", "-c", "exit 2"])),
-                backoff_limit=6, podFailurePolicy=policy)
+    policy = {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": "main", "operator": "In", "values": [2]},
+            }
+        ]
+    }
+    job = m.job(
+        "fails",
+        m.pod_spec(m.container(["sh", "-c", "exit 2"])),
+        backoff_limit=6,
+        podFailurePolicy=policy,
+    )
     kube.create(job)
     wait_for(job_condition(kube, "fails", "Failed"), timeout=60, describe=job)
     status = kube.get("batch/v1", "Job", "fails")["status"]
@@ -167,42 +213,84 @@ def test_service_account_without_rights_gets_403(
     answer = kubectl("auth", "can-i", "list", "pods", f"--kubeconfig={config}", check=False)
     assert answer.stdout.strip() == "no"
 
-    kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                 "metadata": {"name": "pod-reader"},
-                 "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]})
-    kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                 "metadata": {"name": "nobody-reads"},
-                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
-                 "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": kube.namespace}]})
+    kube.create(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "pod-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+        }
+    )
+    kube.create(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "nobody-reads"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "pod-reader",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": kube.namespace}],
+        }
+    )
     assert client.get(f"/api/v1/namespaces/{kube.namespace}/pods")["items"] == []
 
 
-def test_pod_env_volumes_and_termination_message(kube: Kube, podrunner: PodRunner, wait_for: Wait) -> None:
-    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
-                 "stringData": {"token": "s3cret"}})
-    kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
-                 "data": {"MODE": "fast", "plan.json": '{"steps": 3}'}})
+def test_pod_env_volumes_and_termination_message(
+    kube: Kube, podrunner: PodRunner, wait_for: Wait
+) -> None:
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds"},
+            "stringData": {"token": "s3cret"},
+        }
+    )
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings"},
+            "data": {"MODE": "fast", "plan.json": '{"steps": 3}'},
+        }
+    )
     kube.create(m.pvc("work"))
-    script = ('echo "token=$TOKEN mode=$MODE ns=$NS"; cat /etc/llamaft/plan.json; echo; '
-              'echo persisted > /work/out.txt; touch /scratch/x; echo done > /results/summary')
+    script = (
+        'echo "token=$TOKEN mode=$MODE ns=$NS"; cat /etc/llamaft/plan.json; echo; '
+        "echo persisted > /work/out.txt; touch /scratch/x; echo done > /results/summary"
+    )
     spec = m.pod_spec(
         m.container(
             ["sh", "-c", script],
-            env=[{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
-                 {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+            env=[
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+                {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            ],
             envFrom=[{"configMapRef": {"name": "settings"}}],
-            volumeMounts=[{"name": "settings", "mountPath": "/etc/llamaft", "readOnly": True},
-                          {"name": "work", "mountPath": "/work"},
-                          {"name": "scratch", "mountPath": "/scratch"}],
+            volumeMounts=[
+                {"name": "settings", "mountPath": "/etc/llamaft", "readOnly": True},
+                {"name": "work", "mountPath": "/work"},
+                {"name": "scratch", "mountPath": "/scratch"},
+            ],
             terminationMessagePath="/results/summary",
         ),
-        volumes=[{"name": "settings", "configMap": {"name": "settings"}},
-                 {"name": "work", "persistentVolumeClaim": {"claimName": "work"}},
-                 {"name": "scratch", "emptyDir": {}}],
+        volumes=[
+            {"name": "settings", "configMap": {"name": "settings"}},
+            {"name": "work", "persistentVolumeClaim": {"claimName": "work"}},
+            {"name": "scratch", "emptyDir": {}},
+        ],
     )
     kube.create(m.pod("env", spec))
-    pod = wait_for(lambda: (p := kube.get("v1", "Pod", "env"))["status"].get("phase") in
-                   ("Succeeded", "Failed") and p, timeout=60, describe=("v1", "Pod", "env"))
+    pod = wait_for(
+        lambda: (
+            (p := kube.get("v1", "Pod", "env"))["status"].get("phase") in ("Succeeded", "Failed")
+            and p
+        ),
+        timeout=60,
+        describe=("v1", "Pod", "env"),
+    )
     log = podrunner.logs(kube.namespace, "env")
     assert pod["status"]["phase"] == "Succeeded", log
     assert f"token=s3cret mode=fast ns={kube.namespace}" in log
@@ -216,21 +304,33 @@ def test_pod_deletion_sends_sigterm_then_removes_pod(
 ) -> None:
     script = "trap 'echo got SIGTERM; exit 0' TERM; echo started; while true; do sleep 0.1; done"
     kube.create(m.pod("graceful", m.pod_spec(m.container(["sh", "-c", script]))))
-    wait_for(lambda: "started" in podrunner.logs(kube.namespace, "graceful"), timeout=60,
-             describe=("v1", "Pod", "graceful"), what="container started")
+    wait_for(
+        lambda: "started" in podrunner.logs(kube.namespace, "graceful"),
+        timeout=60,
+        describe=("v1", "Pod", "graceful"),
+        what="container started",
+    )
     kube.delete("v1", "Pod", "graceful")
-    wait_for(lambda: kube.get_or_none("v1", "Pod", "graceful") is None, timeout=30,
-             what="pod removed")
+    wait_for(
+        lambda: kube.get_or_none("v1", "Pod", "graceful") is None, timeout=30, what="pod removed"
+    )
     assert "got SIGTERM" in podrunner.logs(kube.namespace, "graceful")
 
 
 def test_oom_kill_reports_oomkilled(kube: Kube, podrunner: PodRunner, wait_for: Wait) -> None:
     kube.create(m.pod("hog", m.pod_spec(m.container(["sh", "-c", "echo up; sleep 300"]))))
-    wait_for(lambda: "up" in podrunner.logs(kube.namespace, "hog"), timeout=60,
-             describe=("v1", "Pod", "hog"), what="container started")
+    wait_for(
+        lambda: "up" in podrunner.logs(kube.namespace, "hog"),
+        timeout=60,
+        describe=("v1", "Pod", "hog"),
+        what="container started",
+    )
     podrunner.oom_kill(kube.namespace, "hog")
-    pod = wait_for(lambda: (p := kube.get("v1", "Pod", "hog"))["status"].get("phase") == "Failed" and p,
-                   timeout=30, describe=("v1", "Pod", "hog"))
+    pod = wait_for(
+        lambda: (p := kube.get("v1", "Pod", "hog"))["status"].get("phase") == "Failed" and p,
+        timeout=30,
+        describe=("v1", "Pod", "hog"),
+    )
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (terminated["exitCode"], terminated["reason"]) == (137, "OOMKilled")
 
@@ -239,29 +339,47 @@ def test_lose_node_disrupts_its_pods(kube: Kube, podrunner: PodRunner, wait_for:
     kube.create(m.pvc("marks"))
     # The first pod sleeps; its replacement (after the node is lost) finds the mark and succeeds.
     script = "if [ -e /marks/first ]; then exit 0; fi; touch /marks/first; sleep 300"
-    mount = {"volumeMounts": [{"name": "marks", "mountPath": "/marks"}]}
+    mounts = [{"name": "marks", "mountPath": "/marks"}]
     volumes = [{"name": "marks", "persistentVolumeClaim": {"claimName": "marks"}}]
     policy = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
-    job = m.job("survivor", m.pod_spec(m.container(["sh", "-c", script], **mount), volumes=volumes),
-                podFailurePolicy=policy)
+    job = m.job(
+        "survivor",
+        m.pod_spec(m.container(["sh", "-c", script], volumeMounts=mounts), volumes=volumes),
+        podFailurePolicy=policy,
+    )
     kube.create(job)
-    first = wait_for(lambda: [p for p in pods_of(kube, "survivor")
-                              if p["status"].get("phase") == "Running"], timeout=60, describe=job)[0]
+    first = wait_for(
+        lambda: [p for p in pods_of(kube, "survivor") if p["status"].get("phase") == "Running"],
+        timeout=60,
+        describe=job,
+    )[0]
     node = first["spec"]["nodeName"]
     # A bare pod on the same node, held by a finalizer so its final status can be read.
-    held = m.pod("held", m.pod_spec(m.container(["sleep", "300"]), nodeSelector={"kubernetes.io/hostname": node}),
-                 finalizers=["llamaft.test/hold"])
+    held = m.pod(
+        "held",
+        m.pod_spec(m.container(["sleep", "300"]), nodeSelector={"kubernetes.io/hostname": node}),
+        finalizers=["llamaft.test/hold"],
+    )
     kube.create(held)
-    wait_for(lambda: kube.get("v1", "Pod", "held")["status"].get("phase") == "Running",
-             timeout=60, describe=held)
+    wait_for(
+        lambda: kube.get("v1", "Pod", "held")["status"].get("phase") == "Running",
+        timeout=60,
+        describe=held,
+    )
 
     assert sorted(podrunner.lose_node(node)) == sorted([first["metadata"]["name"], "held"])
 
     pod = kube.get("v1", "Pod", "held")
     assert pod["status"]["phase"] == "Failed"
     assert condition_true(pod, "DisruptionTarget")
-    kube.rest.patch(f"/api/v1/namespaces/{kube.namespace}/pods/held", {"metadata": {"finalizers": None}}, "merge")
-    ready = next(c for c in kube.get("v1", "Node", node)["status"]["conditions"] if c["type"] == "Ready")
+    kube.rest.patch(
+        f"/api/v1/namespaces/{kube.namespace}/pods/held",
+        {"metadata": {"finalizers": None}},
+        "merge",
+    )
+    ready = next(
+        c for c in kube.get("v1", "Node", node)["status"]["conditions"] if c["type"] == "Ready"
+    )
     assert ready["status"] == "Unknown"
     # podFailurePolicy Ignore matched the DisruptionTarget condition: no failure counted.
     wait_for(job_condition(kube, "survivor", "Complete"), timeout=90, describe=job)

@@ -5,7 +5,8 @@ volumeMount becomes a bind mount of the volume's host directory at the real moun
 see the same paths as in a cluster, in argv, env and in config files alike. Host layout:
 
     emptyDir              <pod dir>/volumes/<volume>
-    persistentVolumeClaim the claim's PV hostPath (the runner provisions <state>/pvc/<ns>/<claim>-<uid8>)
+    persistentVolumeClaim the bound PV's hostPath; the runner provisions one per claim:
+                          <state>/pvc/<ns>/<claim>-<uid8>
     secret / configMap    <pod dir>/volumes/<volume>/<key> files (items/paths honoured)
     projected, downwardAPI files likewise; serviceAccountToken from the TokenRequest API
     hostPath              the path itself
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.podspec import DataLookup, MissingReference, Obj, field_ref
+from tests.cluster.podspec import DataLookup, MissingReferenceError, Obj, field_ref
 
 # (namespace, claim name) -> host directory of the bound PV, or None while unbound.
 ClaimLookup = Callable[[str, str], Path | None]
@@ -41,7 +42,7 @@ class Mount:
         return {"source": self.source, "target": self.target, "readOnly": self.read_only}
 
 
-class Unsupported(ValueError):
+class UnsupportedVolumeError(ValueError):
     """A volume type the pod runner does not emulate."""
 
 
@@ -61,7 +62,7 @@ def _select_items(data: dict[str, str], items: list[Obj] | None, what: str) -> d
     out = {}
     for item in items:
         if item["key"] not in data:
-            raise MissingReference(f"{what} has no key {item['key']!r}")
+            raise MissingReferenceError(f"{what} has no key {item['key']!r}")
         out[item["path"]] = data[item["key"]]
     return out
 
@@ -77,32 +78,34 @@ class VolumeBuilder:
         self.namespace: str = pod["metadata"]["namespace"]
 
     def build(self) -> dict[str, Path]:
-        """Volume name -> host path. Raises MissingReference while a source does not exist yet."""
+        """Volume name -> host path. Raises MissingReferenceError while a source is missing."""
         return {v["name"]: self._build(v) for v in self.pod["spec"].get("volumes") or []}
 
     def _build(self, volume: Obj) -> Path:
-        name = volume["name"]
-        here = self.pod_dir / "volumes" / name
+        name: str = volume["name"]
+        here: Path = self.pod_dir / "volumes" / name
         if "emptyDir" in volume:
             here.mkdir(parents=True, exist_ok=True)
             return here
         if "hostPath" in volume:
-            path = Path(volume["hostPath"]["path"])
+            host = Path(volume["hostPath"]["path"])
             if volume["hostPath"].get("type") in ("DirectoryOrCreate", None, ""):
-                path.mkdir(parents=True, exist_ok=True)
-            return path
+                host.mkdir(parents=True, exist_ok=True)
+            return host
         if "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"]["claimName"]
             path = self._claims(self.namespace, claim)
             if path is None:
-                raise MissingReference(f"PersistentVolumeClaim {self.namespace}/{claim} not bound")
+                raise MissingReferenceError(
+                    f"PersistentVolumeClaim {self.namespace}/{claim} not bound"
+                )
             return path
         if "secret" in volume or "configMap" in volume:
             kind = "Secret" if "secret" in volume else "ConfigMap"
             src = volume.get("secret") or volume.get("configMap") or {}
-            ref = src.get("secretName") or src.get("name")
-            files = self._source_files(kind, ref, src.get("items"), bool(src.get("optional")))
-            _write_files(here, files, src.get("defaultMode"))
+            ref = str(src.get("secretName") or src.get("name"))
+            data = self._source_files(kind, ref, src.get("items"), bool(src.get("optional")))
+            _write_files(here, data, src.get("defaultMode"))
             return here
         if "downwardAPI" in volume:
             _write_files(here, self._downward(volume["downwardAPI"].get("items") or []), None)
@@ -113,14 +116,16 @@ class VolumeBuilder:
                 files.update(self._projected(source))
             _write_files(here, files, volume["projected"].get("defaultMode"))
             return here
-        raise Unsupported(f"volume {name!r}: type not emulated by the pod runner")
+        raise UnsupportedVolumeError(f"volume {name!r}: type not emulated by the pod runner")
 
-    def _source_files(self, kind: str, name: str, items: list[Obj] | None, optional: bool) -> dict[str, str]:
+    def _source_files(
+        self, kind: str, name: str, items: list[Obj] | None, optional: bool
+    ) -> dict[str, str]:
         data = self._data(kind, self.namespace, name)
         if data is None:
             if optional:
                 return {}
-            raise MissingReference(f"{kind} {self.namespace}/{name} not found")
+            raise MissingReferenceError(f"{kind} {self.namespace}/{name} not found")
         return _select_items(data, items, f"{kind} {self.namespace}/{name}")
 
     def _downward(self, items: list[Obj]) -> dict[str, str]:
@@ -135,17 +140,22 @@ class VolumeBuilder:
             spec = source["serviceAccountToken"]
             sa = self.pod["spec"].get("serviceAccountName") or "default"
             token = self._tokens(
-                self.namespace, sa, spec.get("audience"), int(spec.get("expirationSeconds") or 3600),
+                self.namespace,
+                sa,
+                spec.get("audience"),
+                int(spec.get("expirationSeconds") or 3600),
                 self.pod,
             )
             return {spec["path"]: token}
         if "secret" in source or "configMap" in source:
             kind = "Secret" if "secret" in source else "ConfigMap"
             src = source.get("secret") or source.get("configMap") or {}
-            return self._source_files(kind, src["name"], src.get("items"), bool(src.get("optional")))
+            return self._source_files(
+                kind, src["name"], src.get("items"), bool(src.get("optional"))
+            )
         if "downwardAPI" in source:
             return self._downward(source["downwardAPI"].get("items") or [])
-        raise Unsupported(f"projected source {sorted(source)} not emulated")
+        raise UnsupportedVolumeError(f"projected source {sorted(source)} not emulated")
 
 
 def container_mounts(container: Obj, volumes: dict[str, Path]) -> list[Mount]:
@@ -170,7 +180,9 @@ class MountPoints:
     def acquire(self, target: Path, is_dir: bool) -> list[Path]:
         with self._lock:
             created: list[Path] = []
-            missing = [p for p in [target, *target.parents] if not p.exists() and not p.is_symlink()]
+            missing = [
+                p for p in [target, *target.parents] if not p.exists() and not p.is_symlink()
+            ]
             for path in reversed(missing):
                 if path == target and not is_dir:
                     path.touch()

@@ -386,3 +386,61 @@ def test_lose_node_disrupts_its_pods(kube: Kube, podrunner: PodRunner, wait_for:
     assert not kube.get("batch/v1", "Job", "survivor")["status"].get("failed")
     replacement = [p for p in pods_of(kube, "survivor") if p["status"].get("phase") == "Succeeded"]
     assert replacement and replacement[0]["spec"]["nodeName"] != node
+
+
+INDEX_ANNOTATION = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+ALLREDUCE = textwrap.dedent("""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    value = torch.tensor([float(dist.get_rank() + 1)])
+    dist.all_reduce(value)
+    print(f"rank {dist.get_rank()} of {dist.get_world_size()}: sum {value.item()}")
+    assert value.item() == 3.0
+    dist.destroy_process_group()
+""")
+
+
+@pytest.mark.slow
+def test_torchrun_rendezvous_across_two_pods(
+    kube: Kube, podrunner: PodRunner, wait_for: Wait
+) -> None:
+    kube.create(m.headless_service("ddp", {"job-name": "ddp"}))
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "ddp"},
+            "data": {"allreduce.py": ALLREDUCE},
+        }
+    )
+    command = [
+        "torchrun",
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        "--master-addr=ddp-0.ddp",
+        "--master-port=29500",
+        "/opt/ddp/allreduce.py",
+    ]
+    spec = m.pod_spec(
+        m.container(
+            command,
+            volumeMounts=[{"name": "code", "mountPath": "/opt/ddp"}],
+            env=[
+                {
+                    "name": "JOB_COMPLETION_INDEX",
+                    "valueFrom": {"fieldRef": {"fieldPath": INDEX_ANNOTATION}},
+                }
+            ],
+        ),
+        subdomain="ddp",
+        volumes=[{"name": "code", "configMap": {"name": "ddp"}}],
+    )
+    job = m.job("ddp", spec, completions=2, parallelism=2, indexed=True)
+    kube.create(job)
+    wait_for(job_condition(kube, "ddp", "Complete"), timeout=180, describe=job)
+    logs = [podrunner.logs(kube.namespace, p["metadata"]["name"]) for p in pods_of(kube, "ddp")]
+    assert any("rank 0 of 2: sum 3.0" in log for log in logs), logs
+    assert any("rank 1 of 2: sum 3.0" in log for log in logs), logs

@@ -44,7 +44,7 @@ from typing import Any
 
 from llamaft_trainer import metrics as m
 from llamaft_trainer.config import RunPlan
-from llamaft_trainer.errors import BadInputError
+from llamaft_trainer.errors import BadInputError, LlamaftError
 from llamaft_trainer.gates import evaluate_gates
 
 GIB = 1024**3
@@ -64,7 +64,14 @@ class Loaders:
 
     @classmethod
     def default(cls) -> Loaders:
-        from llamaft_trainer import data, models  # type: ignore[attr-defined,unused-ignore]
+        from llamaft_trainer import data
+
+        try:
+            from llamaft_trainer import models  # type: ignore[attr-defined,unused-ignore]
+        except ImportError as err:  # pragma: no cover - only while models.py is being written
+            raise LlamaftError(
+                f"llamaft_trainer.models is not importable ({err}): the model loaders are missing"
+            ) from err
 
         return cls(
             load_tokenizer=models.load_tokenizer,

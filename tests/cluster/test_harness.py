@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client as k8s_client
 
 from tests.cluster import manifests as m
 from tests.cluster.fixtures import Runner, sa_client
@@ -444,3 +445,54 @@ def test_torchrun_rendezvous_across_two_pods(
     logs = [podrunner.logs(kube.namespace, p["metadata"]["name"]) for p in pods_of(kube, "ddp")]
     assert any("rank 0 of 2: sum 3.0" in log for log in logs), logs
     assert any("rank 1 of 2: sum 3.0" in log for log in logs), logs
+
+
+IN_CLUSTER = textwrap.dedent("""
+    from kubernetes import client, config
+    config.load_incluster_config()
+    try:
+        client.CoreV1Api().list_namespaced_pod(open(
+            "/var/run/secrets/kubernetes.io/serviceaccount/namespace").read())
+    except client.ApiException as e:
+        print("in-cluster status", e.status)
+""")
+
+
+def test_init_containers_restarts_and_in_cluster_config(
+    kube: Kube, podrunner: PodRunner, wait_for: Wait
+) -> None:
+    # The init container leaves a file; the main container fails once, then succeeds (OnFailure).
+    script = "test -e /data/again && exit 0; touch /data/again; exit 1"
+    mounts = [{"name": "data", "mountPath": "/data"}]
+    spec = m.pod_spec(
+        m.container(
+            ["sh", "-c", f"python -c '{IN_CLUSTER}' && {script}"],
+            volumeMounts=[{"name": "data", "mountPath": "/data"}],
+        ),
+        restart_policy="OnFailure",
+        initContainers=[
+            m.container(
+                ["sh", "-c", "echo init > /data/init"],
+                name="init",
+                volumeMounts=mounts,
+            )
+        ],
+        volumes=[{"name": "data", "emptyDir": {}}],
+    )
+    kube.create(m.pod("restarts", spec))
+    pod = wait_for(
+        lambda: (
+            (p := kube.get("v1", "Pod", "restarts"))["status"].get("phase") == "Succeeded" and p
+        ),
+        timeout=90,
+        describe=("v1", "Pod", "restarts"),
+    )
+    status = pod["status"]["containerStatuses"][0]
+    assert status["restartCount"] == 1
+    assert status["lastState"]["terminated"]["exitCode"] == 1
+    assert pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
+    # The pod's ServiceAccount token authenticated: the default account may not list pods.
+    assert "in-cluster status 403" in podrunner.logs(kube.namespace, "restarts", previous=True)
+    core = k8s_client.CoreV1Api(kube.api_client)
+    names = [p.metadata.name for p in core.list_namespaced_pod(kube.namespace).items if p.metadata]
+    assert names == ["restarts"]

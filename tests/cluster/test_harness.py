@@ -496,3 +496,19 @@ def test_init_containers_restarts_and_in_cluster_config(
     core = k8s_client.CoreV1Api(kube.api_client)
     names = [p.metadata.name for p in core.list_namespaced_pod(kube.namespace).items if p.metadata]
     assert names == ["restarts"]
+
+
+def test_helm_installs_a_chart(helm: Runner, kubectl: Runner, tmp_path: Path) -> None:
+    chart = tmp_path / "tiny"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: tiny\nversion: 0.1.0\nkubeVersion: '>=1.28.0-0'\n"
+    )
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\n"
+        "data:\n  greeting: {{ .Values.greeting | quote }}\n"
+    )
+    (chart / "values.yaml").write_text("greeting: hello\n")
+    helm("install", "demo", str(chart), "--set", "greeting=hi", "--wait", "--timeout", "60s")
+    out = kubectl("get", "configmap", "demo-cm", "-o", "jsonpath={.data.greeting}")
+    assert out.stdout == "hi"

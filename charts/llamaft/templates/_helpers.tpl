@@ -82,39 +82,48 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* The operator's rules on namespaced objects: the same in the Role and in the ClusterRole. */}}
+{{/* The operator's rules on namespaced objects: the same in the Role and in the ClusterRole.
+Each verb is one that operator/llamaft_operator/k8s.py or kopf uses; tests/cluster/test_helm.py
+runs the operator as this ServiceAccount through a whole fine-tune. */}}
 {{- define "llamaft.operator.rules" -}}
-# The fine-tunes themselves: read and watch them, patch their metadata (kopf's progress
-# annotations and finalizers) and their status. Never create, update or delete them: the spec
-# is the user's (and Git's), so the operator cannot cause GitOps drift.
+# The fine-tunes: kopf lists and watches them, the reconcile reads one. No create, update, patch
+# or delete: the operator cannot change a spec or metadata, so it never causes GitOps drift.
 - apiGroups: ["llamaft.io"]
   resources: ["llamafinetunes"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
+# Conditions, plan, results: one merge patch per reconcile.
 - apiGroups: ["llamaft.io"]
   resources: ["llamafinetunes/status"]
-  verbs: ["get", "patch", "update"]
-# The children of a fine-tune, all created with deterministic names and owner references.
+  verbs: ["get", "patch"]
+# The steps. kopf watches them; suspend and re-runs patch or delete them.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The run plan (re-planned once the data is measured), the work and model-cache volumes and the
+# multi-node rendezvous Service: created once under deterministic names, deleted with the run
+# through owner references (so no delete here).
 - apiGroups: [""]
-  resources: ["configmaps", "persistentvolumeclaims", "services"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
-# Secrets: only to check that the Secrets a fine-tune names exist, so a missing one gives a
-# condition instead of a pod stuck in ContainerCreating. The operator never reads their data
-# into memory it keeps, never logs it and never copies it; the pods mount them by name.
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims", "services"]
+  verbs: ["get", "create"]
+# Secrets, by name only (no list, no watch): to check that the Secrets a run names exist and have
+# their keys, so a missing one gives a condition instead of a pod stuck in ContainerCreating, and
+# to read the completion-webhook URL. Key values are dropped on read, never logged, never put in
+# status or Events; the Hub token reaches only the publish pod, as a mounted file.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
-# Pods: read the steps' termination messages (results) and failure reasons. Never created here:
-# the Job controller creates them.
+  verbs: ["get"]
+# The steps' pods: their termination messages are the steps' results. The Job controller
+# creates them; the operator only lists them by label.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# Events for each step, from the operator and from kopf.
-- apiGroups: ["", "events.k8s.io"]
+  verbs: ["get", "list"]
+# An Event for each step, and kopf's warnings.
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if and .Values.operator.peering.enabled .Values.watchNamespaces }}
 # kopf peering (namespaced): the replicas announce themselves in the peering object's status.
 - apiGroups: ["kopf.dev"]

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from llamaft_trainer.commands import core, data, evaluate, train
+from llamaft_trainer.commands import core, data, evaluate, fetch, train
 from llamaft_trainer.errors import LlamaftError
 
 app = typer.Typer(
@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (core, data, train, evaluate):
+for module in (core, data, fetch, train, evaluate):
     module.register(app)
 
 

@@ -36,7 +36,7 @@ MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$"
 PARAMETER_COUNT = r"^[0-9]{1,4}(\.[0-9]{1,3})?[MB]$"
 DURATION = r"^([0-9]{1,5}(h|m|s))+$"
 GATE_METRIC = r"^(golden|validation)\.[A-Za-z][A-Za-z0-9]{0,63}$"
-RELATIVE_PATH = r"^[^/].{0,1023}$"
+RELATIVE_PATH = r"^[^/].*$"  # RE2 (the API server) allows repeat counts up to 1000
 
 Method = Literal["qlora", "lora", "full"]
 DatasetFormat = Literal["auto", "prompt-response", "instruction", "text", "messages"]

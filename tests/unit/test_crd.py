@@ -94,3 +94,14 @@ def test_names_columns_and_status() -> None:
     ]
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     assert "observedGeneration" in conditions["items"]["properties"]
+
+
+def test_patterns_are_valid_re2() -> None:
+    """The API server compiles patterns with Go's RE2, which rejects repeat counts over 1000."""
+    import re
+
+    for path, node in walk(root_schema()):
+        pattern = node.get("pattern")
+        if pattern:
+            counts = [int(n) for n in re.findall(r"\{(\d+)(?:,(\d*))?\}", pattern) for n in n if n]
+            assert all(c <= 1000 for c in counts), f"{path}: {pattern}"

@@ -114,3 +114,30 @@ def test_plan_supplies_source_and_limits(tmp_path: Path) -> None:
 def test_missing_file_exits_2(tmp_path: Path) -> None:
     code, _, err, _ = run(tmp_path / "nope.jsonl", tmp_path=tmp_path)
     assert code == 2 and "does not exist" in err
+
+
+def test_validate_data_with_plan_writes_the_report_to_the_workdir(tmp_path: Path) -> None:
+    """The validate Job's form: source and limits from the plan, report in reports/data.json."""
+    from llamaft_operator.api import DataSource
+    from llamaft_operator.planner import make_plan as plan_for
+    from tests.unit.plan_helpers import make_finetune
+
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "c", "response": "d"}\n')
+    ft = make_finetune(model="builtin:tiny-llama")
+    source = DataSource.model_validate({"local": {"path": str(data)}})
+    plan = plan_for(ft).model_copy(
+        update={"dataset": ft.spec.dataset.model_copy(update={"source": source})}
+    )
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan.to_json())
+    workdir = tmp_path / "work"
+    result = subprocess.run(
+        [LLAMAFT, "validate-data", "--plan", str(plan_file), "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((workdir / "reports" / "data.json").read_text())
+    assert report["stats"]["rows"] == 2 and len(report["sha256"]) == 64

@@ -60,6 +60,17 @@ def read_path(path: str) -> LoadedRows:
     return read_file(Path(path))
 
 
+def rows_sha256(loaded: LoadedRows) -> str:
+    """A content hash of the dataset's rows (stable across file formats and whitespace)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for _line, row in loaded.rows:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
 def validate_data(
     path: Annotated[
         str | None,
@@ -82,6 +93,10 @@ def validate_data(
     plan: Annotated[
         Path | None,
         typer.Option(help="Run plan JSON: take source, format, columns and limits from it."),
+    ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Work directory: the full report goes to reports/data.json."),
     ] = None,
 ) -> None:
     """Check every row of a dataset and report bad rows and token statistics as JSON."""
@@ -121,6 +136,12 @@ def validate_data(
     typer.echo(full)
     if output is not None:
         output.write_text(full + "\n")
+    if workdir is not None:
+        # The package step reads the dataset's stats and hash from here for the model card.
+        reports = workdir / "reports"
+        reports.mkdir(parents=True, exist_ok=True)
+        record = {**report.to_dict(), "sha256": rows_sha256(loaded), "stats": report.stats()}
+        (reports / "data.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
     write_result(report.summary())
     report.raise_if_unusable()
 

@@ -96,12 +96,26 @@ def package_command(plan: PlanOption, workdir: WorkdirOption) -> None:
     _emit({"step": "package", **result.to_dict()})
 
 
-def publish_command(plan: PlanOption, workdir: WorkdirOption) -> None:
-    """Publish package/ to spec.publish (Hub: token from the file at $HF_TOKEN_PATH)."""
+def publish_command(
+    plan: PlanOption,
+    workdir: WorkdirOption,
+    build: Annotated[
+        bool,
+        typer.Option(
+            "--package/--no-package",
+            help="Build package/ first (deterministic, so an unchanged run republishes nothing).",
+        ),
+    ] = True,
+) -> None:
+    """Package and publish to spec.publish (Hub: token from the file at $HF_TOKEN_PATH)."""
+    from llamaft_trainer.package import build_package
     from llamaft_trainer.publish import publish
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    _emit(publish(_load_plan(plan), workdir))
+    run_plan = _load_plan(plan)
+    if build:
+        build_package(run_plan, workdir)
+    _emit(publish(run_plan, workdir))
 
 
 def register(app: typer.Typer) -> None:

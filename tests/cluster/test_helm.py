@@ -37,6 +37,7 @@ from tests.e2e.conftest import (  # noqa: F401  (datasets is a fixture)
     finetune,
     trainer_supports,
 )
+from tests.unit.test_argocd_health import health
 
 pytestmark = pytest.mark.cluster
 
@@ -176,6 +177,13 @@ def elsewhere(kube: Kube) -> Iterator[str]:
     yield from other_namespace(kube)
 
 
+def created_by(obj: dict[str, Any]) -> str:
+    """The field manager that created `obj` (the first non-status entry)."""
+    return str(
+        next(f["manager"] for f in obj["metadata"]["managedFields"] if not f.get("subresource"))
+    )
+
+
 def forbidden_in_logs(podrunner: PodRunner, kube: Kube, pods: list[dict[str, Any]]) -> list[str]:
     lines = []
     for pod in pods:
@@ -235,6 +243,17 @@ def test_install_namespaced(
         describe=(API, KIND, "chart-dry"),
     )
     assert forbidden_in_logs(podrunner, kube, pods) == []
+    # No drift for GitOps: only status changed (the operator cannot patch anything else), and the
+    # Argo CD health check reads the real status as Healthy.
+    planned = kube.get(API, KIND, "chart-dry")
+    assert planned["metadata"]["generation"] == 1
+    assert not planned["metadata"].get("finalizers") and not planned["metadata"].get("annotations")
+    writers = {
+        (f["manager"], f.get("subresource", "")) for f in planned["metadata"]["managedFields"]
+    }
+    creator = created_by(planned)
+    assert all(sub == "status" for manager, sub in writers if manager != creator), writers
+    assert health(planned)["status"] == "Healthy"
 
     # `helm test`: its pod (stdlib Python in the operator image) checks readiness and discovery.
     result = helm("test", release.name, "-n", ns, "--timeout", "120s", timeout=180, check=False)

@@ -197,6 +197,7 @@ def forbidden_in_logs(podrunner: PodRunner, kube: Kube, pods: list[dict[str, Any
 
 def test_install_namespaced(
     release: Release,
+    datasets: Path,  # noqa: F811
     kube: Kube,
     kubectl: Runner,
     helm: Runner,
@@ -254,6 +255,23 @@ def test_install_namespaced(
     creator = created_by(planned)
     assert all(sub == "status" for manager, sub in writers if manager != creator), writers
     assert health(planned)["status"] == "Healthy"
+
+    # A real run: the operator (as its ServiceAccount) creates the plan ConfigMap, the work PVC
+    # and the validate Job; the Job controller's pod, running as the chart's trainer
+    # ServiceAccount, is admitted in the `restricted` namespace.
+    kube.create(finetune("chart-run"))
+    wait_for(
+        lambda: kube.select("v1", "Pod", "llamaft.io/finetune=chart-run,llamaft.io/step=validate"),
+        timeout=90,
+        describe=(API, KIND, "chart-run"),
+        what="validate pod admitted",
+    )
+    assert kube.get_or_none("v1", "ConfigMap", "chart-run-plan") is not None
+    assert kube.get_or_none("v1", "PersistentVolumeClaim", "chart-run-work") is not None
+    (pod,) = kube.select("v1", "Pod", "llamaft.io/finetune=chart-run,llamaft.io/step=validate")
+    assert pod["spec"]["serviceAccountName"] == "llamaft-trainer"
+    assert any(e["reason"] for e in kube.events("chart-run"))
+    assert forbidden_in_logs(podrunner, kube, pods) == []
 
     # `helm test`: its pod (stdlib Python in the operator image) checks readiness and discovery.
     result = helm("test", release.name, "-n", ns, "--timeout", "120s", timeout=180, check=False)

@@ -198,7 +198,8 @@ def test_kopf_peering_crds_come_from_the_crds_folder() -> None:
 OPERATOR_RULES = {
     ("llamaft.io", "llamafinetunes"): {"get", "list", "watch"},
     ("llamaft.io", "llamafinetunes/status"): {"get", "patch"},
-    ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "patch"},
+    ("llamaft.io", "llamafinetunes/finalizers"): {"update"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("", "configmaps"): {"get", "create", "patch"},
     ("", "persistentvolumeclaims"): {"get", "create"},
     ("", "services"): {"get", "create"},

@@ -95,10 +95,15 @@ runs the operator as this ServiceAccount through a whole fine-tune. */}}
 - apiGroups: ["llamaft.io"]
   resources: ["llamafinetunes/status"]
   verbs: ["get", "patch"]
-# The steps. kopf watches them; suspend and re-runs patch or delete them.
+# Children carry owner references with blockOwnerDeletion, which clusters enforcing
+# OwnerReferencesPermissionEnforcement (e.g. OpenShift) allow only with update on finalizers.
+- apiGroups: ["llamaft.io"]
+  resources: ["llamafinetunes/finalizers"]
+  verbs: ["update"]
+# The steps. kopf watches them; suspend and re-runs delete them.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # The run plan (re-planned once the data is measured), the work and model-cache volumes and the
 # multi-node rendezvous Service: created once under deterministic names, deleted with the run
 # through owner references (so no delete here).

@@ -431,3 +431,12 @@ def test_alerts_use_metrics_the_operator_exports() -> None:
     for alert in rule["spec"]["groups"][0]["rules"]:
         used = set(re.findall(r"\b([a-z_]+)\{", alert["expr"]))
         assert used <= exported, (alert["alert"], used - exported)
+
+
+def test_crd_annotations_for_argo_cd() -> None:
+    sets = {"crds.annotations.argocd\\.argoproj\\.io/sync-options": "Prune=false"}
+    (crd,) = find(render(sets=sets), "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"] == {
+        "helm.sh/resource-policy": "keep",
+        "argocd.argoproj.io/sync-options": "Prune=false",
+    }

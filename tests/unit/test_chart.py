@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from llamaft_operator.catalogue import GpuType
 from llamaft_operator.settings import ENV, Settings
 from tests.unit.chart_helpers import (
     CHART,
+    QUICKSTART,
     README,
     ROOT,
     VALUES,
     find,
     helm,
     misnamed,
+    quickstart_example,
     readme_with_table,
     render,
     template_args,
@@ -63,7 +66,7 @@ def test_doc_check_catches_a_bad_comment() -> None:
 def test_readme_values_table_is_up_to_date() -> None:
     readme = README.read_text()
     assert readme == readme_with_table(readme), (
-        "charts/llamaft/README.md is stale: python -m tests.unit.chart_helpers --write-readme"
+        "charts/llamaft/README.md is stale: python -m tests.unit.chart_helpers --write"
     )
 
 
@@ -440,3 +443,17 @@ def test_crd_annotations_for_argo_cd() -> None:
         "helm.sh/resource-policy": "keep",
         "argocd.argoproj.io/sync-options": "Prune=false",
     }
+
+
+def test_quickstart_example_embeds_the_quickstart_data_and_is_valid() -> None:
+    stale = "examples/quickstart.yaml is stale: python -m tests.unit.chart_helpers --write"
+    assert QUICKSTART.read_text() == quickstart_example(), stale
+    config_map, _ = [d for d in yaml.safe_load_all(QUICKSTART.read_text()) if d]
+    for key in ("train.jsonl", "golden.jsonl"):
+        assert config_map["data"][key] == (ROOT / "examples/data/quickstart" / key).read_text()
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "llamaft"), "validate", str(QUICKSTART)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -46,7 +46,8 @@ from llamaft_trainer.config import (
 USABLE_MEMORY_FRACTION = 0.92
 # Padding-free packing fills sequences almost completely; a little is lost at epoch ends.
 PACKING_EFFICIENCY = 0.95
-LARGEST_SEARCH = 4096  # GPUs considered when explaining what an impossible request would need
+LARGEST_SEARCH = 4096
+MAX_EPOCHS = 100.0  # GPUs considered when explaining what an impossible request would need
 
 
 class PlanError(ValueError):
@@ -250,7 +251,8 @@ def make_plan(
     if t.per_device_batch_size and t.gradient_accumulation_steps:
         global_batch = t.per_device_batch_size * t.gradient_accumulation_steps
     tokens = dataset_tokens if dataset_tokens is not None else spec.dataset.approx_tokens
-    epochs = t.epochs if t.epochs is not None else (1.0 if t.max_steps else 3.0)
+    # With only maxSteps set, steps govern: as many passes over the data as they need.
+    epochs = t.epochs if t.epochs is not None else (MAX_EPOCHS if t.max_steps else 3.0)
     deadline_h = (
         parse_duration_seconds(spec.resources.deadline) / 3600 if spec.resources.deadline else None
     )

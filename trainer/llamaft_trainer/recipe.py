@@ -293,6 +293,7 @@ class FineTuneRecipe:
             if stopped_early:
                 break
         adapter = self.save_final()
+        self._write_probe()
         return self.progress.write_report(
             {
                 "step": step,
@@ -307,6 +308,23 @@ class FineTuneRecipe:
                 "worldSize": self.env.world_size,
             }
         )
+
+    def _write_probe(self) -> None:
+        """With LLAMAFT_PROBE_LOGITS=1, save the in-memory model's logits on fixed tokens, so tests
+        can check that the saved adapter reproduces them (under ZeRO-3 every rank takes part)."""
+        if os.environ.get("LLAMAFT_PROBE_LOGITS") != "1":
+            return
+        import torch
+
+        model = self._engine if self._engine is not None else self.model
+        model.eval()
+        ids = torch.tensor([[5, 17, 42, 99, 7, 3, 11]], device=self.device)
+        with torch.no_grad():
+            logits = model(input_ids=ids, use_cache=False).logits.float().cpu()
+        if self.env.is_main:
+            (self.workdir / "reports").mkdir(parents=True, exist_ok=True)
+            torch.save(logits, self.workdir / "reports" / "probe-logits.pt")
+        model.train()
 
     def evaluate_loss(self) -> float:
         """Mean per-token loss on the validation split (every rank computes the same value)."""

@@ -63,7 +63,11 @@ def cluster() -> Iterator[Cluster]:
         bin_dir, missing = None, str(e)
     if bin_dir is None:
         pytest.fail(missing, pytrace=False)
-    state = Path(tempfile.mkdtemp(prefix="llamaft-cluster-"))
+    # Not under /tmp: pods mount an emptyDir at /tmp, which would hide the runner's own state
+    # (termination-message files, volume dirs) from the mounts that follow it.
+    base = Path(os.environ.get("LLAMAFT_CLUSTER_TMP", "/var/tmp"))
+    base.mkdir(parents=True, exist_ok=True)
+    state = Path(tempfile.mkdtemp(prefix="llamaft-cluster-", dir=base))
     running = Cluster(state / "cluster", bin_dir=bin_dir)
     try:
         running.start()

@@ -59,6 +59,10 @@ def smollm2_dir() -> Path:
     package = Path(next(iter(spec.submodule_search_locations)))
     tokenizer = AutoTokenizer.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF)
+    # The weights are dequantised on load; drop the GGUF quantiser so they save as plain tensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)

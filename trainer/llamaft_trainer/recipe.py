@@ -215,6 +215,11 @@ class FineTuneRecipe:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     @staticmethod
+    def _real_tokens(batch: dict[str, Any]) -> int:
+        mask = batch.get("attention_mask")
+        return int(mask.sum().item()) if mask is not None else int(batch["input_ids"].numel())
+
+    @staticmethod
     def _trained_tokens(batch: dict[str, Any]) -> int:
         return int((batch["labels"][:, 1:] != IGNORE).sum().item())
 
@@ -247,6 +252,8 @@ class FineTuneRecipe:
             epoch, group = self.schedule.steps[step_index]
             batches = [self._batch(ix) for ix in group]
             group_tokens = max(1, sum(self._trained_tokens(b) for b in batches))
+            # Throughput counts every real (non-pad) token the model processed.
+            real_tokens = sum(self._real_tokens(b) for b in batches)
             loss_total = 0.0
             for batch in batches:
                 loss = self._loss_sum(model, batch) / group_tokens
@@ -275,7 +282,7 @@ class FineTuneRecipe:
             epoch_progress = epoch + (
                 step_index + 1 - sum(self.schedule.steps_per_epoch[:epoch])
             ) / max(1, self.schedule.steps_per_epoch[epoch])
-            self.progress.log_step(step, epoch_progress, loss_total, lr, group_tokens, eval_loss)
+            self.progress.log_step(step, epoch_progress, loss_total, lr, real_tokens, eval_loss)
             if eval_loss is not None and patience_left is not None:
                 if eval_loss < best_eval:
                     best_eval, patience_left = eval_loss, t.early_stopping_patience

@@ -49,8 +49,9 @@ def test_deepspeed_config_follows_the_plan(stage: int) -> None:
     plan = tiny_plan("lora", zero_stage=stage)
     config = deepspeed_config(plan, 4, bf16=False)
     assert config["zero_optimization"]["stage"] == stage
-    assert config["gradient_accumulation_steps"] == plan.training.gradient_accumulation_steps
-    assert config["train_batch_size"] == plan.training.gradient_accumulation_steps * 4
+    micro = plan.training.gradient_accumulation_steps * plan.training.per_device_batch_size
+    assert config["gradient_accumulation_steps"] == micro
+    assert config["train_batch_size"] == micro * 4
     assert config["zero_allow_untested_optimizer"] is True
 
 

@@ -44,6 +44,7 @@ def dist_env() -> DistEnv:
 def deepspeed_config(plan: RunPlan, world_size: int, *, bf16: bool) -> dict[str, Any]:
     """ZeRO-2 or ZeRO-3 for the plan; the optimizer is ours (torch AdamW), passed in."""
     t = plan.training
+    micro_steps = t.gradient_accumulation_steps * t.per_device_batch_size
     stage = plan.deepspeed.zero_stage
     zero: dict[str, Any] = {
         "stage": stage,
@@ -63,9 +64,11 @@ def deepspeed_config(plan: RunPlan, world_size: int, *, bf16: bool) -> dict[str,
     if plan.deepspeed.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     return {
-        "train_micro_batch_size_per_gpu": 1,  # micro-batches are token-budget packs
-        "gradient_accumulation_steps": t.gradient_accumulation_steps,
-        "train_batch_size": t.gradient_accumulation_steps * world_size,
+        # A micro-batch is one packed row of up to maxSeqLength tokens; a step is
+        # perDeviceBatchSize x gradientAccumulationSteps of them.
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": micro_steps,
+        "train_batch_size": micro_steps * world_size,
         "gradient_clipping": t.max_grad_norm,
         "zero_optimization": zero,
         "bf16": {"enabled": bf16},

@@ -67,9 +67,12 @@ def plan_steps(lengths: list[int], plan: RunPlan, env: DistEnv, max_steps: int |
     from llamaft_trainer.data import Example, token_budget_batches
 
     t = plan.training
-    budget = t.per_device_batch_size * t.max_seq_length
+    # One packed row of at most max_seq_length tokens per forward pass: attention costs the
+    # square of the row length (on CPU and without flash-attention's varlen kernels even across
+    # packed examples), so `perDeviceBatchSize` rows are run as successive micro-batches.
+    budget = t.max_seq_length
     examples = [Example(input_ids=[0] * n, labels=[0] * n) for n in lengths]
-    accumulation = t.gradient_accumulation_steps
+    accumulation = micro_batches_per_step(plan)
     out = StepPlan()
     limit = max_steps if max_steps is not None else t.max_steps
     # An explicit step budget (the pilot) repeats the data as often as it needs.
@@ -91,6 +94,10 @@ def plan_steps(lengths: list[int], plan: RunPlan, env: DistEnv, max_steps: int |
     if limit is not None:
         out.steps = out.steps[:limit]
     return out
+
+
+def micro_batches_per_step(plan: RunPlan) -> int:
+    return plan.training.gradient_accumulation_steps * plan.training.per_device_batch_size
 
 
 class FineTuneRecipe:
@@ -343,9 +350,7 @@ class FineTuneRecipe:
         model.eval()
         t = self.plan.training
         total, tokens = 0.0, 0
-        batches = data.token_budget_batches(
-            self.validation, t.per_device_batch_size * t.max_seq_length, t.seed, 0
-        )
+        batches = data.token_budget_batches(self.validation, t.max_seq_length, t.seed, 0)
         with torch.no_grad():
             for ix in batches:
                 batch = {

@@ -300,7 +300,10 @@ class HubHandler(BaseHTTPRequestHandler):
 
     @property
     def _base(self) -> str:
-        return self.server.base_url
+        # The address the client used (pods reach the server through a forwarded port), so the
+        # URLs we return match the endpoint huggingface_hub validates them against.
+        host = self.headers.get("Host")
+        return f"http://{host}" if host else self.server.base_url
 
     def _repo(self, repo_id: str) -> Repo:
         repo = self.server.state.repos.get(repo_id)

@@ -49,6 +49,10 @@ CONTROLLERS = (
     "disruption",
     "resourcequota",
     "persistentvolume-binder",  # binds the PVs the pod runner provisions for each claim
+    # Remove the in-use protection finalizers once no pod uses a claim; without them a deleted
+    # PVC stays Terminating forever.
+    "pvc-protection",
+    "pv-protection",
     "clusterrole-aggregation",
 )
 

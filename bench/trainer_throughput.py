@@ -1,195 +1,246 @@
-"""Trainer throughput and memory: the seed-000 recipe vs llamaft's trainer, same model, same data,
-same run (each configuration in its own subprocess so peak RSS is its own).
+"""Trainer throughput and memory: the seed-000 and TRL baselines vs our trainer, in one run.
 
-    .venv/bin/python bench/trainer_throughput.py --model builtin:smollm2-135m-instruct --rows 48
-    .venv/bin/python bench/trainer_throughput.py --model builtin:tiny-llama --rows 200
+    .venv/bin/python -m bench.trainer_throughput --models smollm2 --rows 64
+    .venv/bin/python -m bench.trainer_throughput --models small-llama,tiny-llama --rows 128
+    .venv/bin/python -m bench.trainer_throughput --models smollm2 --rows 8 --profile /tmp/prof
 
-Baseline (seed 000 made runnable): HF `Trainer`, every example padded/truncated to 512 tokens,
-labels = input ids (loss on all tokens, padding included), LoRA r16/alpha32 on q_proj,v_proj,
-batch 4. Ours: `FineTuneRecipe` with its defaults (LoRA on all linear layers, padding-free
-token-budget packing of 4 x 512 tokens, loss on responses). Both see the same rows truncated at
-512 tokens, one epoch. Reported: real (non-pad) tokens/s, wall time of the training loop, peak
-RSS, final loss, and ours/baseline ratios.
+One invocation trains every configuration on the same model, the same rows (bench/data.py) and
+the same tokens: each baseline receives exactly the token ids our data pipeline produced for
+those rows (chat template, truncation at maxSeqLength), so all see the same number of real
+tokens. Each configuration runs in its own child process (its peak memory is its own), one after
+the other, `--repeats` times interleaved; ratios use the medians of this one run.
+
+- seed000: bench/baseline_seed000.py (HF Trainer, pad to 512, loss on everything, LoRA q/v r16).
+- trl: bench/baseline_trl.py (TRL SFTTrainer QLoRA as in seed 003).
+- ours: bench/ours.py (FineTuneRecipe with the planner's defaults for the same LlamaFineTune).
+
+Reported per configuration: real (non-pad) tokens, positions computed, tokens/s over real tokens,
+training wall time, peak memory (CPU: peak RSS sampled during training and the process's lifetime
+max; GPU: torch.cuda.max_memory_allocated), first and final loss (each on what its recipe trains:
+not comparable across recipes), and ours/baseline ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
-import subprocess
+import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SEQ = 512
+from bench import common
+
+CONFIGS = ("seed000", "trl", "ours")
 
 
-def make_plan(model: str, data: Path, workdir: Path) -> Path:
-    from llamaft_operator.api import DataSource
-    from llamaft_operator.planner import make_plan as plan_for
-    from llamaft_trainer.config import DeepSpeedPlan
-    from tests.unit.plan_helpers import make_finetune
-
-    ft = make_finetune(
-        model=model,
-        method="lora",
-        seq=SEQ,
-        training={
-            "epochs": 1,
-            "perDeviceBatchSize": 4,
-            "gradientAccumulationSteps": 1,
-            "saveSteps": 100000,
-            "evalSteps": 100000,
-        },
-    )
-    plan = plan_for(ft)
-    source = DataSource.model_validate({"local": {"path": str(data)}})
-    plan = plan.model_copy(
-        update={
-            "dataset": plan.dataset.model_copy(
-                update={"source": source, "validation_split": 0.0, "format": "prompt-response"}
-            ),
-            "deepspeed": DeepSpeedPlan(zero_stage=0),
-        }
-    )
-    path = workdir / "plan.json"
-    path.write_text(plan.to_json())
-    return path
+# --- child: one configuration -----------------------------------------------------------------
 
 
-def run_ours(plan_path: Path, workdir: Path) -> dict[str, Any]:
-    from llamaft_trainer.config import RunPlan
-    from llamaft_trainer.recipe import FineTuneRecipe
+def _token_lists(plan: Any, tokenizer: Any) -> list[list[int]]:
+    from llamaft_trainer import data
 
-    recipe = FineTuneRecipe(RunPlan.load(plan_path), workdir)
-    recipe.setup()
-    report = recipe.train()
-    recipe.cleanup()
-    return {
-        "tokens": report["tokens"],
-        "seconds": report["durationSeconds"],
-        "loss": report["loss"],
-        "steps": report["step"],
-    }
+    return [list(e.input_ids) for e in data.build_splits(plan, tokenizer).train]
 
 
-def run_baseline(plan_path: Path, workdir: Path) -> dict[str, Any]:
+def child(kind: str, plan_path: Path, workdir: Path, profile: Path | None) -> dict[str, Any]:
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainingArguments
 
-    from llamaft_trainer import data, models
+    from llamaft_trainer import models
     from llamaft_trainer.config import RunPlan
 
     plan = RunPlan.load(plan_path)
-    tokenizer = models.load_tokenizer(plan)
-    rows = [r for _, r in data.read_source(plan.dataset.source).rows]
-    texts = [
-        f"{tokenizer.bos_token or ''}{r['prompt']}{tokenizer.eos_token}{r['response']}"
-        f"{tokenizer.eos_token}"
-        for r in rows
-    ]
-    enc = tokenizer(texts, truncation=True, max_length=SEQ, padding="max_length")
-    dataset = [
-        {"input_ids": torch.tensor(i), "attention_mask": torch.tensor(m), "labels": torch.tensor(i)}
-        for i, m in zip(enc["input_ids"], enc["attention_mask"], strict=True)
-    ]
-    model = models.load_base_model(plan, device="cpu", for_training=True)
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=16,
-            lora_alpha=32,
-            lora_dropout=0.1,
-            target_modules=["q_proj", "v_proj"],
-            task_type="CAUSAL_LM",
-        ),
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    before_model = common.rss_mib()
+    if kind == "ours":
+        from bench import ours
+        from llamaft_trainer.recipe import FineTuneRecipe
+
+        recipe = FineTuneRecipe(plan, workdir)
+        recipe.setup()
+        before_train = common.rss_mib()
+        with common.PeakRss() as rss:
+            result = ours.run_setup(recipe, profile=profile)
+        recipe.cleanup()
+    else:
+        tokenizer = models.load_tokenizer(plan)
+        tokens = _token_lists(plan, tokenizer)
+        seq = plan.training.max_seq_length
+        if kind == "seed000":
+            from bench import baseline_seed000
+
+            model = models.load_base_model(plan, device=device, for_training=True)
+            before_train = common.rss_mib()
+            with common.PeakRss() as rss:
+                result = baseline_seed000.train(
+                    model, tokens, tokenizer.pad_token_id, workdir, seq=seq
+                )
+        elif kind == "trl":
+            from bench import baseline_trl
+
+            model = baseline_trl.quantized_model(baseline_trl.model_source(plan), device)
+            before_train = common.rss_mib()
+            with common.PeakRss() as rss:
+                result = baseline_trl.train(model, tokenizer, tokens, workdir, seq=seq)
+        else:
+            raise SystemExit(f"unknown configuration {kind}")
+    result.update(
+        rssBeforeModelMiB=round(before_model),
+        rssBeforeTrainMiB=round(before_train),
+        peakRssMiB=round(rss.peak_mib),
+        maxRssMiB=round(common.max_rss_mib()),
+        device=device,
     )
-    args = TrainingArguments(
-        output_dir=str(workdir / "hf"),
-        per_device_train_batch_size=4,
-        num_train_epochs=1,
-        learning_rate=2e-4,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        dataloader_num_workers=0,
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset)
-    started = time.monotonic()
-    result = trainer.train()
-    seconds = time.monotonic() - started
-    real = int(sum(int(m.sum()) for m in (d["attention_mask"] for d in dataset)))
-    return {
-        "tokens": real,
-        "seconds": round(seconds, 1),
-        "loss": result.training_loss,
-        "steps": result.global_step,
-        "paddingFraction": 1 - real / (len(dataset) * SEQ),
-    }
-
-
-def child(kind: str, plan: str, workdir: str) -> None:
-    fn = run_ours if kind == "ours" else run_baseline
-    out = fn(Path(plan), Path(workdir))
-    out["peakRssMiB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print("RESULT " + json.dumps(out), flush=True)
-
-
-def measure(kind: str, plan: Path, workdir: Path) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(plan), str(workdir)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"{kind} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
-    result["tokensPerSecond"] = round(result["tokens"] / result["seconds"], 1)
+    peak = common.cuda_peak_mib()
+    if peak is not None:
+        result["cudaPeakMiB"] = round(peak)
     return result
 
 
+# --- parent: every configuration, one run -------------------------------------------------------
+
+
+def prepare(model: str, rows: int, seq: int, work: Path) -> tuple[Path, dict[str, Any]]:
+    """Data file and plan for `model`; returns the plan path and the data's token statistics."""
+    from bench import data, plans
+    from llamaft_trainer import data as ft_data
+    from llamaft_trainer import models
+
+    probe = plans.plan_for(model, None, seq=seq)
+    tokenizer = models.load_tokenizer(probe)
+    data_file = work / f"{model}.jsonl"
+    data.write_jsonl(data_file, data.rows(rows, tokens_per_word=data.tokens_per_word(tokenizer)))
+    plan = plans.plan_for(model, data_file, seq=seq)
+    examples = ft_data.build_splits(plan, tokenizer).train
+    untruncated = plans.plan_for(model, data_file, seq=4096)
+    full = ft_data.build_splits(untruncated, tokenizer).train
+    stats = {
+        "asTrained": data.describe([len(e.input_ids) for e in examples]),
+        "beforeTruncation": data.describe([len(e.input_ids) for e in full]),
+        "responseShare": round(
+            sum(sum(1 for x in e.labels if x != -100) for e in examples)
+            / max(1, sum(len(e.input_ids) for e in examples)),
+            2,
+        ),
+    }
+    return plans.write_plan(plan, work / f"{model}-plan.json"), stats
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run by tokens/s, with the spread of all repeats."""
+    for r in runs:
+        r["tokensPerSecond"] = round(r["tokens"] / r["seconds"], 1)
+    ordered = sorted(runs, key=lambda r: r["tokensPerSecond"])
+    median = dict(ordered[len(ordered) // 2])
+    median["tokensPerSecondAll"] = [r["tokensPerSecond"] for r in runs]
+    median["tokensPerSecond"] = round(statistics.median(r["tokensPerSecond"] for r in runs), 1)
+    return median
+
+
+def memory_of(result: dict[str, Any]) -> float:
+    return float(result.get("cudaPeakMiB") or result["peakRssMiB"])
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    ours = results.get("ours")
+    if ours is None:
+        return out
+    for base in ("seed000", "trl"):
+        b = results.get(base)
+        if b is None:
+            continue
+        out[f"ours/{base}"] = {
+            "tokensPerSecond": round(ours["tokensPerSecond"] / b["tokensPerSecond"], 2),
+            "peakMemory": round(memory_of(ours) / memory_of(b), 2),
+            "wallPerRealToken": round(
+                (ours["seconds"] / ours["tokens"]) / (b["seconds"] / b["tokens"]), 2
+            ),
+        }
+    return out
+
+
+def table(model: str, results: dict[str, dict[str, Any]]) -> str:
+    header = ["configuration", "real tokens", "positions", "padding", "wall s", "real tok/s"]
+    header += ["peak MiB", "first→final loss (on what)"]
+    rows = []
+    for kind, r in results.items():
+        rows.append(
+            [
+                kind,
+                f"{r['tokens']:,}",
+                f"{r['positions']:,}",
+                f"{100 * r['paddingFraction']:.0f}%",
+                f"{r['seconds']:.1f}",
+                f"{r['tokensPerSecond']:.1f} {r['tokensPerSecondAll']}",
+                f"{memory_of(r):,.0f}",
+                f"{r['firstLoss']:.2f}→{r['loss']:.2f} ({r['lossCovers']})",
+            ]
+        )
+    return f"**{model}**\n\n" + common.markdown_table(header, rows)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="builtin:smollm2-135m-instruct")
-    parser.add_argument("--rows", type=int, default=48)
-    parser.add_argument("--child", nargs=3)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--models", default="smollm2", help="comma-separated: smollm2,small-llama,tiny-llama"
+    )
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--profile", type=Path, help="directory for pyinstrument profiles of ours")
+    parser.add_argument("--json", type=Path, help="also write the full results here")
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "PLAN", "WORKDIR"))
+    parser.add_argument("--child-profile", type=Path)
     args = parser.parse_args()
     if args.child:
-        child(*args.child)
+        kind, plan, workdir = args.child
+        common.emit(child(kind, Path(plan), Path(workdir), args.child_profile))
         return
-    from bench.data import rows, write_jsonl
-
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        data_file = work / "train.jsonl"
-        write_jsonl(data_file, rows(args.rows))
-        plan = make_plan(args.model, data_file, work)
-        baseline = measure("baseline", plan, work / "baseline")
-        ours = measure("ours", plan, work / "ours")
-    ratio = {
-        "tokensPerSecond": round(ours["tokensPerSecond"] / baseline["tokensPerSecond"], 2),
-        "peakRss": round(ours["peakRssMiB"] / baseline["peakRssMiB"], 2),
-        "wall": round(ours["seconds"] / baseline["seconds"], 2),
+    report: dict[str, Any] = {
+        "machine": common.machine(),
+        "versions": common.versions(),
+        "command": " ".join(
+            [Path(sys.executable).name, "-m", "bench.trainer_throughput", *sys.argv[1:]]
+        ),
+        "models": {},
     }
-    report = {
-        "model": args.model,
-        "rows": args.rows,
-        "machine": platform.processor() or platform.machine(),
-        "baseline": baseline,
-        "ours": ours,
-        "ratio": ratio,
-    }
-    print(json.dumps(report, indent=2))
+    configs = args.configs.split(",")
+    for model in args.models.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            plan, stats = prepare(model, args.rows, args.seq, work)
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in configs}
+            for repeat in range(args.repeats):
+                for kind in configs:
+                    extra = []
+                    if args.profile and kind == "ours":
+                        args.profile.mkdir(parents=True, exist_ok=True)
+                        extra = [
+                            "--child-profile",
+                            str(args.profile / f"{model}-ours-{repeat}.txt"),
+                        ]
+                    workdir = work / f"{kind}-{repeat}"
+                    child_args = ["--child", kind, str(plan), str(workdir), *extra]
+                    result = common.run_child("bench.trainer_throughput", child_args)
+                    runs[kind].append(result)
+                    print(
+                        f"{model} {kind} #{repeat}: {json.dumps(result)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            results = {k: summarise(v) for k, v in runs.items()}
+            report["models"][model] = {
+                "data": stats,
+                "results": results,
+                "ratios": ratios(results),
+            }
+            print(table(model, results))
+            print(json.dumps({"data": stats, "ratios": ratios(results)}, indent=2), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

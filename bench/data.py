@@ -10,7 +10,9 @@ words with lengths drawn like a public instruction-tuning set's:
   long-context rows such as summarisation or closed QA); Alpaca is shorter (mean ~100-150
   tokens), OASST answers longer. The parameters are set by hand to that shape, not fitted to a
   download (this machine reaches only PyPI).
-- the response takes 30-80% of the row (uniform), the rest is the prompt.
+- the response takes 30-80% of the row (uniform), at most `max_response` tokens (half the
+  sequence length in the benchmarks, so every row fits after its prompt is shortened, as our
+  data pipeline requires); the rest is the prompt. Long rows are thus long-context rows.
 
 `describe` reports the token statistics a benchmark actually saw (after tokenisation), and the
 benchmarks print them next to their results. `token_rows` draws token ids directly from the same
@@ -42,18 +44,20 @@ def sample_length(rng: random.Random) -> int:
     return max(MIN_WORDS, min(MAX_WORDS, int(rng.lognormvariate(math.log(MEDIAN_WORDS), SIGMA))))
 
 
-def _split(total: int, rng: random.Random) -> tuple[int, int]:
-    response = max(5, int(total * rng.uniform(0.3, 0.8)))
+def _split(total: int, rng: random.Random, max_response: int) -> tuple[int, int]:
+    response = min(max_response, max(5, int(total * rng.uniform(0.3, 0.8))))
     return max(5, total - response), response
 
 
-def rows(n: int, seed: int = 0, tokens_per_word: float = 1.0) -> list[dict[str, str]]:
+def rows(
+    n: int, seed: int = 0, tokens_per_word: float = 1.0, max_response: int = 256
+) -> list[dict[str, str]]:
     """`n` prompt/response rows of random words; lengths are drawn in tokens and turned into
     words with the tokenizer's `tokens_per_word` (see `tokens_per_word`)."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        prompt_len, response_len = _split(sample_length(rng), rng)
+        prompt_len, response_len = _split(sample_length(rng), rng, max_response)
         prompt_len = max(3, round(prompt_len / tokens_per_word))
         response_len = max(3, round(response_len / tokens_per_word))
         prompt = " ".join(rng.choice(WORDS) for _ in range(prompt_len))
@@ -69,12 +73,14 @@ def tokens_per_word(tokenizer: Any) -> float:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"]) / len(text.split())
 
 
-def token_rows(n: int, vocab: int, seed: int = 0) -> list[tuple[list[int], int]]:
+def token_rows(
+    n: int, vocab: int, seed: int = 0, max_response: int = 1024
+) -> list[tuple[list[int], int]]:
     """`n` rows of random token ids: (input_ids, number of prompt tokens at the start)."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        prompt_len, response_len = _split(sample_length(rng), rng)
+        prompt_len, response_len = _split(sample_length(rng), rng, max_response)
         ids = [rng.randrange(3, vocab) for _ in range(prompt_len + response_len)]
         out.append((ids, prompt_len))
     return out

@@ -11,12 +11,78 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+LEVERS = ("keep", "liger", "cce", "autocast")
 
-def train(plan: Any, workdir: Path, *, profile: Path | None = None) -> dict[str, Any]:
-    """Set up and run the recipe; `profile` writes a pyinstrument text profile of `train()`."""
+
+def recipe_class(levers: tuple[str, ...] = ()) -> Any:
+    """`FineTuneRecipe`, or a subclass whose loss applies the given levers (bench only).
+
+    - keep: logits only where a label is trained (transformers' boolean `logits_to_keep`), so the
+      lm_head matmul, the softmax and their backward skip prompt and template positions.
+    - liger / cce: fused linear + cross-entropy (liger-kernel, cut-cross-entropy) on the kept
+      positions: the [tokens x vocab] logits are never materialised (GPU kernels).
+    - autocast: the forward under bf16 autocast (GPU), as HF Trainer does with `bf16=True`.
+    """
     from llamaft_trainer.recipe import FineTuneRecipe
 
-    recipe = FineTuneRecipe(plan, workdir)
+    if not levers:
+        return FineTuneRecipe
+    unknown = set(levers) - set(LEVERS)
+    if unknown:
+        raise ValueError(f"unknown levers {sorted(unknown)}; known: {LEVERS}")
+
+    class LeverRecipe(FineTuneRecipe):
+        def _loss_sum(self, model: Any, batch: dict[str, Any]) -> Any:
+            import contextlib
+
+            import torch
+
+            ctx: Any = contextlib.nullcontext()
+            if "autocast" in levers:
+                ctx = torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
+            with ctx:
+                return self._lever_loss(model, batch)
+
+        def _lever_loss(self, model: Any, batch: dict[str, Any]) -> Any:
+            import torch
+            import torch.nn.functional as functional
+
+            if not ({"keep", "liger", "cce"} & set(levers)):
+                return super()._loss_sum(model, batch)
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            labels = batch["labels"]
+            # Position t predicts token t+1: keep t where label t+1 is trained.
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = labels[:, 1:] != -100
+            targets = labels[:, 1:][keep[:, :-1]]
+            if "keep" in levers and not ({"liger", "cce"} & set(levers)):
+                logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+                return functional.cross_entropy(
+                    logits.reshape(-1, logits.size(-1)).float(), targets, reduction="sum"
+                )
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            hidden = base.model(**inputs, use_cache=False).last_hidden_state[keep]
+            weight = base.lm_head.weight
+            if "liger" in levers:
+                from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+                loss_fn = LigerFusedLinearCrossEntropyLoss(reduction="sum")
+                return loss_fn(weight.to(hidden.dtype), hidden, targets)
+            from cut_cross_entropy import linear_cross_entropy
+
+            dtype = torch.bfloat16 if hidden.is_cuda else hidden.dtype
+            return linear_cross_entropy(
+                hidden.to(dtype), weight.to(dtype), targets, reduction="sum"
+            )
+
+    return LeverRecipe
+
+
+def train(
+    plan: Any, workdir: Path, *, profile: Path | None = None, levers: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Set up and run the recipe; `profile` writes a pyinstrument text profile of `train()`."""
+    recipe = recipe_class(levers)(plan, workdir)
     recipe.setup()
     result = run_setup(recipe, profile=profile)
     recipe.cleanup()

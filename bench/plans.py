@@ -18,6 +18,16 @@ from typing import Any
 
 from llamaft_trainer.config import Architecture, RunPlan
 
+# What the baselines train, as LlamaFineTune fields, so the planner can size them too.
+SEED000_SPEC: dict[str, Any] = {
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.1, "targetModules": ["q_proj", "v_proj"]}
+}
+SEED003_SPEC: dict[str, Any] = {
+    "lora": {"r": 64, "alpha": 16, "dropout": 0.1, "targetModules": ["q_proj", "v_proj"]},
+    "quantization": {"bits": 4, "doubleQuant": False},
+}
+SEED003_TRAINING = {"gradientCheckpointing": True}
+
 # A mid-sized random Llama on the tiny built-in's 2,048-token vocabulary.
 SMALL_LLAMA = Architecture(
     layers=12, hidden=512, intermediate=1376, heads=8, kv_heads=4, vocab=2048
@@ -39,6 +49,7 @@ def finetune(
     epochs: float = 1,
     training: dict[str, Any] | None = None,
     parameters: str | None = None,
+    spec: dict[str, Any] | None = None,
 ) -> Any:
     """The LlamaFineTune a user would apply for this benchmark configuration."""
     from llamaft_operator.api import LlamaFineTune
@@ -65,6 +76,7 @@ def finetune(
                     **(training or {}),
                 },
                 "resources": {"maxGpus": 1, "maxNodes": 1},
+                **(spec or {}),
             },
         }
     )

@@ -13,6 +13,8 @@ the other, `--repeats` times interleaved; ratios use the medians of this one run
 - seed000: bench/baseline_seed000.py (HF Trainer, pad to 512, loss on everything, LoRA q/v r16).
 - trl: bench/baseline_trl.py (TRL SFTTrainer QLoRA as in seed 003).
 - ours: bench/ours.py (FineTuneRecipe with the planner's defaults for the same LlamaFineTune).
+- ours+LEVER[+LEVER]: ours with a bench-only change to its loss (bench/ours.py `recipe_class`),
+  to measure a recommendation before the recipe adopts it, e.g. `ours+keep`.
 
 Reported per configuration: real (non-pad) tokens, positions computed, tokens/s over real tokens,
 training wall time, peak memory (CPU: peak RSS sampled during training and the process's lifetime
@@ -52,12 +54,18 @@ def child(kind: str, plan_path: Path, workdir: Path, profile: Path | None) -> di
 
     plan = RunPlan.load(plan_path)
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    before_model = common.rss_mib()
-    if kind == "ours":
-        from bench import ours
-        from llamaft_trainer.recipe import FineTuneRecipe
+    # The libraries every configuration uses are loaded before the memory baseline.
+    import peft  # noqa: F401
+    import transformers  # noqa: F401
 
-        recipe = FineTuneRecipe(plan, workdir)
+    if kind == "trl":
+        import trl  # noqa: F401
+    before_model = common.rss_mib()
+    if kind.startswith("ours"):
+        from bench import ours
+
+        levers = tuple(kind.split("+")[1:])
+        recipe = ours.recipe_class(levers)(plan, workdir)
         recipe.setup()
         before_train = common.rss_mib()
         with common.PeakRss() as rss:
@@ -110,7 +118,10 @@ def prepare(model: str, rows: int, seq: int, work: Path) -> tuple[Path, dict[str
     probe = plans.plan_for(model, None, seq=seq)
     tokenizer = models.load_tokenizer(probe)
     data_file = work / f"{model}.jsonl"
-    data.write_jsonl(data_file, data.rows(rows, tokens_per_word=data.tokens_per_word(tokenizer)))
+    data.write_jsonl(
+        data_file,
+        data.rows(rows, tokens_per_word=data.tokens_per_word(tokenizer), max_response=seq // 2),
+    )
     plan = plans.plan_for(model, data_file, seq=seq)
     examples = ft_data.build_splits(plan, tokenizer).train
     untruncated = plans.plan_for(model, data_file, seq=4096)
@@ -143,21 +154,19 @@ def memory_of(result: dict[str, Any]) -> float:
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Every `ours*` configuration against each baseline, from this run's medians."""
     out: dict[str, dict[str, float]] = {}
-    ours = results.get("ours")
-    if ours is None:
-        return out
-    for base in ("seed000", "trl"):
-        b = results.get(base)
-        if b is None:
+    for name, mine in results.items():
+        if not name.startswith("ours"):
             continue
-        out[f"ours/{base}"] = {
-            "tokensPerSecond": round(ours["tokensPerSecond"] / b["tokensPerSecond"], 2),
-            "peakMemory": round(memory_of(ours) / memory_of(b), 2),
-            "wallPerRealToken": round(
-                (ours["seconds"] / ours["tokens"]) / (b["seconds"] / b["tokens"]), 2
-            ),
-        }
+        for base in ("seed000", "trl"):
+            b = results.get(base)
+            if b is None:
+                continue
+            out[f"{name}/{base}"] = {
+                "tokensPerSecond": round(mine["tokensPerSecond"] / b["tokensPerSecond"], 2),
+                "peakMemory": round(memory_of(mine) / memory_of(b), 2),
+            }
     return out
 
 
@@ -216,7 +225,7 @@ def main() -> None:
             for repeat in range(args.repeats):
                 for kind in configs:
                     extra = []
-                    if args.profile and kind == "ours":
+                    if args.profile and kind.startswith("ours"):
                         args.profile.mkdir(parents=True, exist_ok=True)
                         extra = [
                             "--child-profile",

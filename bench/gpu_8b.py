@@ -20,9 +20,10 @@ Configurations:
   (LoRA r16 on all linear layers, padding-free packing, loss on responses, checkpointing).
 - ours+LEVER[+LEVER...]: the levers to try, measured the same way (see bench/ours.py):
   keep (logits only at trained positions), liger / cce (fused linear cross-entropy: liger-kernel,
-  cut-cross-entropy), autocast (bf16 autocast around the forward), nockpt (no activation
-  checkpointing), compile (torch.compile of each decoder layer), fa2 (flash-attention 2 varlen
-  kernels for packed rows: needs the flash-attn package).
+  cut-cross-entropy), autocast (bf16 autocast around the forward), castback (embeddings, norms
+  and lm_head back to bf16 after PEFT's k-bit preparation upcast them to fp32), nodrop (LoRA
+  dropout 0), nockpt (no activation checkpointing), compile (torch.compile of each decoder
+  layer), fa2 (flash-attention 2 varlen kernels for packed rows: needs the flash-attn package).
 
 Reported: real tokens/s, wall time, torch.cuda.max_memory_allocated (and reserved), final loss,
 ratios against each baseline, and MFU = real tokens/s x F / peak, with
@@ -43,7 +44,10 @@ from typing import Any
 from bench import common
 
 SEQ = 2048
-DEFAULT_CONFIGS = "seed000,trl,ours,ours+keep,ours+liger,ours+autocast,ours+keep+autocast"
+DEFAULT_CONFIGS = (
+    "seed000,trl,ours,ours+autocast,ours+castback,ours+castback+keep,ours+castback+liger,"
+    "ours+castback+keep+nodrop,ours+castback+keep+nockpt"
+)
 # Dense bf16 tensor-core peaks (vendor data sheets), first match on the device name wins.
 PEAK_TFLOPS = (
     ("H200", 989.0),
@@ -72,7 +76,9 @@ def model_name(shape: str) -> str:
     return "meta-llama/Llama-3.1-8B-Instruct" if shape == "llama-3.1-8b" else "builtin:tiny-llama"
 
 
-def build_model(arch: Any, device: str, *, double_quant: bool = True, seed: int = 0) -> Any:
+def build_model(
+    arch: Any, device: str, *, double_quant: bool = True, seed: int = 0, dtype: Any = None
+) -> Any:
     """A random-weight Llama with every decoder linear layer in bitsandbytes 4-bit NF4.
 
     Like `from_pretrained(..., quantization_config=BitsAndBytesConfig(load_in_4bit=True))`:
@@ -85,8 +91,8 @@ def build_model(arch: Any, device: str, *, double_quant: bool = True, seed: int 
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    cuda = device.startswith("cuda")
-    dtype = torch.bfloat16 if cuda else torch.float32
+    if dtype is None:
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     config = LlamaConfig(
         vocab_size=arch.vocab,
         hidden_size=arch.hidden,
@@ -143,6 +149,17 @@ def build_model(arch: Any, device: str, *, double_quant: bool = True, seed: int 
     for p in model.parameters():
         p.requires_grad_(False)
     # What PEFT and the Trainer look for on a bitsandbytes-quantised model.
+    from transformers import BitsAndBytesConfig
+    from transformers.quantizers.quantizer_bnb_4bit import Bnb4BitHfQuantizer
+
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=dtype,
+    )
+    model.config.quantization_config = quant
+    model.hf_quantizer = Bnb4BitHfQuantizer(quant)
     model.is_loaded_in_4bit = True
     model.is_quantized = True
     model.quantization_method = "bitsandbytes"
@@ -193,19 +210,15 @@ def run_baseline(kind: str, model: Any, examples: list[Any], workdir: Path, seq:
         from bench import baseline_seed000
 
         return baseline_seed000.train(model, tokens, 0, workdir, seq=seq)
+    from transformers import AutoTokenizer
+
     from bench import baseline_trl
+    from llamaft_trainer.models import BUILTIN_DIR
 
-    return baseline_trl.train(model, StubHfTokenizer(), tokens, workdir, seq=seq)
-
-
-class StubHfTokenizer(StubTokenizer):
-    """TRL asks its processing class for pad/eos tokens and converts them to ids."""
-
-    def convert_tokens_to_ids(self, token: str) -> int:
-        return self.pad_token_id
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("the GPU benchmark's rows are already tokenized")
+    # TRL insists on a real tokenizer; the rows are token ids already, so any one will do.
+    tokenizer = AutoTokenizer.from_pretrained(str(BUILTIN_DIR / "tiny-llama"))
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    return baseline_trl.train(model, tokenizer, tokens, workdir, seq=seq)
 
 
 def run_ours(
@@ -241,6 +254,16 @@ def run_ours(
     )
     recipe = ours.recipe_class(levers)(plan, workdir)
     recipe.setup()
+    if "castback" in parts:
+        # Undo PEFT's prepare_model_for_kbit_training upcast of embeddings, norms and lm_head
+        # to fp32, which otherwise keeps the whole residual stream (attention, lm_head) in fp32.
+        import torch
+
+        for param in recipe.model.parameters():
+            if param.dtype == torch.float32 and not param.requires_grad:
+                param.data = param.data.to(
+                    torch.bfloat16 if device.startswith("cuda") else param.dtype
+                )
     if "compile" in parts:
         import torch
 

@@ -12,6 +12,26 @@ from pathlib import Path
 from typing import Any
 
 LEVERS = ("keep", "liger", "cce", "autocast")
+# Levers that change the plan rather than the loss (what a user could set in the spec today).
+PLAN_LEVERS = ("nodrop", "nockpt")
+
+
+def split_levers(kind: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """`ours+keep+nodrop` -> (loss levers, plan levers, other parts)."""
+    parts = tuple(kind.split("+")[1:])
+    loss = tuple(p for p in parts if p in LEVERS)
+    plan = tuple(p for p in parts if p in PLAN_LEVERS)
+    return loss, plan, tuple(p for p in parts if p not in LEVERS + PLAN_LEVERS)
+
+
+def apply_plan_levers(plan: Any, levers: tuple[str, ...]) -> Any:
+    """nodrop: LoRA dropout 0 (spec.lora.dropout); nockpt: no activation checkpointing."""
+    if "nodrop" in levers and plan.lora is not None:
+        plan = plan.model_copy(update={"lora": plan.lora.model_copy(update={"dropout": 0.0})})
+    if "nockpt" in levers:
+        training = plan.training.model_copy(update={"gradient_checkpointing": False})
+        plan = plan.model_copy(update={"training": training})
+    return plan
 
 
 def recipe_class(levers: tuple[str, ...] = ()) -> Any:

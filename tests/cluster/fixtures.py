@@ -74,7 +74,9 @@ def cluster() -> Iterator[Cluster]:
         yield running
     finally:
         running.stop()
-        shutil.rmtree(state, ignore_errors=True)
+        # LLAMAFT_KEEP_CLUSTER=1 keeps pod logs and volumes for a post-mortem.
+        if os.environ.get("LLAMAFT_KEEP_CLUSTER") != "1":
+            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -356,7 +356,8 @@ def test_multi_node_is_an_indexed_job_with_torchrun_rendezvous(step: str) -> Non
     assert p["subdomain"] == "ft-train"
     assert spec["template"]["metadata"]["labels"][common.LABEL_RENDEZVOUS] == "true"
     argv = container(job)["command"]
-    assert argv[0] == "torchrun"
+    assert argv[0] == "llamaft-torchrun"  # torchrun that keeps the trainer's exit codes
+    assert f"--max_restarts={jobs.MULTI_NODE_RESTARTS}" in argv
     assert f"--nnodes={nodes}" in argv
     assert "--node_rank=$(JOB_COMPLETION_INDEX)" in argv
     assert f"--nproc_per_node={run.plan.resources.gpus_per_node}" in argv
@@ -364,6 +365,44 @@ def test_multi_node_is_an_indexed_job_with_torchrun_rendezvous(step: str) -> Non
     assert f"--rdzv_endpoint=ft-{step}-0.ft-train:29500" in argv
     assert argv[argv.index("-m") + 1 : argv.index("-m") + 3] == ["llamaft_trainer.cli", step]
     assert "JOB_COMPLETION_INDEX" in env(container(job))
+
+
+@pytest.mark.parametrize("step", ["pilot", "train"])
+def test_one_node_with_several_gpus_runs_one_process_per_gpu(step: str) -> None:
+    run = make_run(
+        model="meta-llama/Llama-3.1-70B-Instruct",
+        method="lora",  # bf16 weights: 140 GB, sharded over the GPUs of one node
+        gpu_type="H100-80GB",
+        max_nodes=1,
+        extra_spec={
+            "dataset": {"source": {"pvc": {"claimName": "d", "path": "t"}}, "goldenSet": GOLDEN},
+            "pilot": {"enabled": True},
+        },
+    )
+    gpus = run.plan.resources.gpus_per_node
+    assert run.plan.resources.nodes == 1 and gpus > 1
+    job = jobs.build_job(run, step)
+    assert "completionMode" not in job["spec"]
+    argv = container(job)["command"]
+    assert argv[:3] == ["llamaft-torchrun", "--standalone", f"--nproc_per_node={gpus}"]
+    assert argv[argv.index("-m") + 1 : argv.index("-m") + 3] == ["llamaft_trainer.cli", step]
+
+
+def test_operator_and_trainer_build_the_same_launch_line() -> None:
+    from llamaft_trainer.distributed import torchrun_command
+
+    for run in (make_run(), multi_node_run()):
+        r = run.plan.resources
+        multi = r.nodes > 1
+        assert container(jobs.build_job(run, "train"))["command"] == torchrun_command(
+            nodes=r.nodes,
+            gpus_per_node=r.gpus_per_node,
+            rendezvous=jobs.rendezvous_endpoint(run, "train") if multi else None,
+            rendezvous_id=run.owner.uid if multi else None,
+            max_restarts=jobs.MULTI_NODE_RESTARTS,
+            plan_path=jobs.PLAN_PATH,
+            workdir=jobs.WORKDIR,
+        )
 
 
 def test_eval_stays_single_node_for_a_multi_node_plan() -> None:

@@ -30,7 +30,8 @@ def test_multi_node_rendezvous_on_pod_zero() -> None:
         plan_path="/etc/llamaft/plan.json",
         workdir="/workspace",
     )
-    assert cmd[:2] == ["torchrun", "--nnodes=2"]
+    assert cmd[:2] == ["llamaft-torchrun", "--nnodes=2"]
+    assert "--max_restarts=3" in cmd
     assert "--node_rank=$(JOB_COMPLETION_INDEX)" in cmd
     assert "--rdzv_endpoint=ft-train-0.ft-train:29500" in cmd
     assert cmd[-7:] == [
@@ -64,7 +65,7 @@ def run_torchrun(plan_path: Path, workdir: Path) -> subprocess.CompletedProcess[
     }
     return subprocess.run(
         [
-            str(BIN / "torchrun"),
+            str(BIN / "llamaft-torchrun"),
             "--standalone",
             "--nproc_per_node=2",
             "-m",
@@ -106,3 +107,25 @@ def test_zero_two_processes_train_and_save_a_reloadable_adapter(stage: int, tmp_
     with torch.no_grad():
         got = reloaded(input_ids=torch.tensor([[5, 17, 42, 99, 7, 3, 11]])).logits
     assert torch.allclose(expected, got, atol=1e-4)
+
+
+@pytest.mark.unit
+def test_the_launcher_keeps_the_bad_input_exit_code(tmp_path: Path) -> None:
+    # Plain torchrun exits 1 here, which the Job would retry; exit 2 fails it at once.
+    from llamaft_operator.api import DataSource
+
+    plan = tiny_plan("lora")
+    missing = DataSource.model_validate({"local": {"path": str(tmp_path / "absent.jsonl")}})
+    plan = plan.model_copy(update={"dataset": plan.dataset.model_copy(update={"source": missing})})
+    result = run_torchrun(write_plan(plan, tmp_path), tmp_path / "w")
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "absent.jsonl" in result.stderr
+    assert "failed first (exit 2)" in result.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("worker", "pod"), [(2, 2), (3, 3), (75, 75), (1, 1), (-9, 1), (137, 1)])
+def test_exit_code_mapping(worker: int, pod: int) -> None:
+    from llamaft_trainer.launch import exit_code
+
+    assert exit_code(worker) == pod

@@ -79,6 +79,10 @@ def deepspeed_config(plan: RunPlan, world_size: int, *, bf16: bool) -> dict[str,
     }
 
 
+# torchrun that keeps the trainer's exit codes (launch.py).
+LAUNCHER = "llamaft-torchrun"
+
+
 def torchrun_command(
     *,
     nodes: int,
@@ -87,20 +91,24 @@ def torchrun_command(
     plan_path: str,
     workdir: str,
     step: str = "train",
+    rendezvous_id: str | None = None,
+    max_restarts: int = 3,
 ) -> list[str]:
     """The launch command of a GPU pod (pure; the operator builds the same line itself)."""
     tail = ["-m", "llamaft_trainer.cli", step, "--plan", plan_path, "--workdir", workdir]
     if nodes == 1:
         if gpus_per_node == 1:
             return ["llamaft", step, "--plan", plan_path, "--workdir", workdir]
-        return ["torchrun", "--standalone", f"--nproc_per_node={gpus_per_node}", *tail]
+        return [LAUNCHER, "--standalone", f"--nproc_per_node={gpus_per_node}", *tail]
     assert rendezvous, "multi-node runs need a rendezvous endpoint"
     return [
-        "torchrun",
+        LAUNCHER,
         f"--nnodes={nodes}",
         "--node_rank=$(JOB_COMPLETION_INDEX)",
         f"--nproc_per_node={gpus_per_node}",
         "--rdzv_backend=c10d",
         f"--rdzv_endpoint={rendezvous}",
+        *([f"--rdzv_id={rendezvous_id}"] if rendezvous_id else []),
+        f"--max_restarts={max_restarts}",
         *tail,
     ]

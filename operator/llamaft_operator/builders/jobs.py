@@ -68,6 +68,9 @@ TMP_SIZE_LIMIT = "8Gi"
 # The trainer CLI entry point, and its module for torchrun (`python -m`).
 CLI = "llamaft"
 CLI_MODULE = "llamaft_trainer.cli"
+# torchrun that exits with the trainer's exit codes (torchrun itself always exits 1).
+LAUNCHER = "llamaft-torchrun"
+MULTI_NODE_RESTARTS = 3
 COMPLETION_INDEX_FIELD = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 
 _COMMANDS = {
@@ -100,11 +103,21 @@ def command(run: Run, step: str) -> list[str]:
     if step == FETCH:
         return [CLI, subcommand, "--plan", PLAN_PATH, "--model-cache", MODEL_CACHE]
     tail = [subcommand, "--plan", PLAN_PATH, "--workdir", WORKDIR]
-    if not is_multi_node(run, step):
-        return [CLI, *tail]
     resources = run.plan.resources
+    if step not in (PILOT, TRAIN) or resources.total_gpus == 1:
+        return [CLI, *tail]
+    if not is_multi_node(run, step):
+        # One process per GPU: ZeRO shards across them (one process would use one GPU).
+        return [
+            LAUNCHER,
+            "--standalone",
+            f"--nproc_per_node={resources.gpus_per_node}",
+            "-m",
+            CLI_MODULE,
+            *tail,
+        ]
     return [
-        "torchrun",
+        LAUNCHER,
         f"--nnodes={resources.nodes}",
         # Expanded by the kubelet from the env var the Indexed Job sets on each pod.
         "--node_rank=$(JOB_COMPLETION_INDEX)",
@@ -112,6 +125,11 @@ def command(run: Run, step: str) -> list[str]:
         "--rdzv_backend=c10d",
         f"--rdzv_endpoint={rendezvous_endpoint(run, step)}",
         f"--rdzv_id={run.owner.uid}",
+        # A worker that crashes is restarted in place and every node re-rendezvouses and resumes
+        # from the newest checkpoint; a replaced pod joins the open rendezvous the same way. An
+        # agent that runs out of restarts closes the rendezvous, so the Job's retries of that
+        # index cannot rejoin: these restarts are the multi-node retry budget.
+        f"--max_restarts={MULTI_NODE_RESTARTS}",
         "-m",
         CLI_MODULE,
         *tail,

@@ -74,3 +74,37 @@ def test_install_keeps_the_first_copy_and_replaces_an_unmarked_one(tmp_path: Pat
     assert json.loads((target / "config.json").read_text()) == {"n": 1}
     assert complete_marker(target) == {"writer": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m@main"]
+
+
+def _rank_builds_its_own_copy(rank: int, plan_path: str, root: str) -> str:
+    import torch.distributed as dist
+
+    os.environ[MODEL_CACHE_ENV] = f"{root}/pod-{rank}"  # each pod has its own /tmp cache
+    dist.init_process_group("gloo", init_method=f"file://{root}/rdzv", rank=rank, world_size=2)
+    try:
+        from transformers import AutoModelForCausalLM
+
+        from llamaft_trainer import models
+        from llamaft_trainer.config import RunPlan
+
+        path = models._tiny_checkpoint(RunPlan.load(Path(plan_path)))
+        model = AutoModelForCausalLM.from_pretrained(path)
+        return f"{model.config.model_type}:{sum(p.numel() for p in model.parameters())}"
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.unit
+def test_every_rank_of_a_multi_node_run_builds_a_loadable_copy(tmp_path: Path) -> None:
+    # transformers' save_pretrained writes nothing on ranks > 0 once torch.distributed is up;
+    # rank 1 of the two-node e2e then found a copy with only our marker in it.
+    plan_path = write_plan(tiny_plan(), tmp_path / "plan")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        results = [
+            pool.apply_async(_rank_builds_its_own_copy, (rank, str(plan_path), str(tmp_path)))
+            for rank in (0, 1)
+        ]
+        loaded = [r.get(timeout=240) for r in results]
+    assert loaded[0] == loaded[1] and loaded[0].startswith("llama:")
+    assert int(loaded[0].split(":")[1]) > 0

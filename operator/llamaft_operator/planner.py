@@ -65,12 +65,19 @@ class SizeDefaults:
     accumulation: int
 
 
+# LoRA dropout defaults to 0, not seed 001's 0.05: with p > 0 PEFT materialises a dropped-out copy
+# of the input of every adapted layer (7 per block with all-linear targets). Measured in bench/
+# (SmolLM2-135M, CPU, one run): 15% less training time and 13% less peak memory, same loss
+# curve. Set spec.lora.dropout to regularise small datasets.
+DEFAULT_LORA_DROPOUT = 0.0
+
+
 def size_defaults(parameters: int) -> SizeDefaults:
     if parameters <= 10e9:
-        return SizeDefaults(16, 32, 0.05, 4, 4)
+        return SizeDefaults(16, 32, DEFAULT_LORA_DROPOUT, 4, 4)
     if parameters <= 20e9:
-        return SizeDefaults(32, 64, 0.05, 2, 8)
-    return SizeDefaults(64, 128, 0.05, 1, 16)
+        return SizeDefaults(32, 64, DEFAULT_LORA_DROPOUT, 2, 8)
+    return SizeDefaults(64, 128, DEFAULT_LORA_DROPOUT, 1, 16)
 
 
 @dataclass(frozen=True)

@@ -235,7 +235,7 @@ def test_lora_defaults_per_size() -> None:
         ("meta-llama/Llama-3.1-70B", 64, 128),
     ):
         lora = make_plan(make_finetune(model=model)).lora
-        assert lora is not None and (lora.r, lora.alpha, lora.dropout) == (r, alpha, 0.05)
+        assert lora is not None and (lora.r, lora.alpha, lora.dropout) == (r, alpha, 0.0)
         assert lora.target_modules == ["all-linear"]
 
 

@@ -189,3 +189,50 @@ def test_pilot_passes_when_loss_falls_and_fails_when_it_cannot(tmp_path: Path) -
     )
     assert fail.returncode == 2
     assert "pilot failed" in fail.stderr
+
+
+def test_logits_only_at_trained_positions_give_the_full_loss_and_gradients(
+    tmp_path: Path,
+) -> None:
+    # The recipe computes the vocabulary projection only where the next token is trained; the
+    # loss and every LoRA gradient must equal those of the full logits.
+    import torch
+    import torch.nn.functional as functional
+
+    from llamaft_trainer.recipe import IGNORE
+
+    plan = tiny_plan("lora", training={"maxSteps": 1})
+    recipe = FineTuneRecipe(plan, tmp_path)
+    recipe.setup()
+    try:
+        model = recipe.model
+        model.eval()  # no dropout: both passes see the same network
+        batch = recipe._batch(recipe.schedule.steps[0][1][0])
+        assert batch["input_ids"].size(0) == 1
+        trained = int((batch["labels"][:, 1:] != IGNORE).sum())
+        assert 0 < trained < batch["labels"].size(1) - 1  # some positions are prompt
+
+        def grads() -> dict[str, torch.Tensor]:
+            out = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+            model.zero_grad(set_to_none=True)
+            return out
+
+        kept = recipe._loss_sum(model, batch)
+        kept.backward()
+        kept_grads = grads()
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs, use_cache=False).logits[:, :-1, :]
+        full = functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(),
+            batch["labels"][:, 1:].reshape(-1),
+            ignore_index=IGNORE,
+            reduction="sum",
+        )
+        full.backward()
+        full_grads = grads()
+    finally:
+        recipe.cleanup()
+    assert torch.allclose(kept, full, rtol=1e-5)
+    assert kept_grads.keys() == full_grads.keys() and kept_grads
+    for name, grad in kept_grads.items():
+        assert torch.allclose(grad, full_grads[name], rtol=1e-4, atol=1e-6), name

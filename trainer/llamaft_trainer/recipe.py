@@ -234,11 +234,18 @@ class FineTuneRecipe:
         import torch.nn.functional as functional
 
         inputs = {k: v for k, v in batch.items() if k != "labels"}
+        targets = batch["labels"][:, 1:]  # position t predicts token t + 1
+        if targets.size(0) == 1:
+            # Logits only where the next token is trained: the lm_head matmul and the softmax
+            # over the vocabulary skip prompt and template positions (measured in bench/: the
+            # vocabulary projection is a large share of a small model's compute).
+            keep = (targets[0] != IGNORE).nonzero().squeeze(-1)
+            logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits[0]
+            return functional.cross_entropy(logits.float(), targets[0, keep], reduction="sum")
         logits = model(**inputs, use_cache=False).logits[:, :-1, :]
-        labels = batch["labels"][:, 1:]
         return functional.cross_entropy(
             logits.reshape(-1, logits.size(-1)).float(),
-            labels.reshape(-1),
+            targets.reshape(-1),
             ignore_index=IGNORE,
             reduction="sum",
         )

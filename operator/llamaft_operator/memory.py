@@ -62,7 +62,7 @@ class MemoryInputs:
     double_quant: bool
     lora_r: int
     lora_targets: tuple[str, ...]
-    tokens_per_micro_batch: int  # per GPU: per-device batch x sequence length
+    tokens_per_micro_batch: int  # per GPU and forward pass: one packed row, <= maxSeqLength
     max_seq_length: int
     gradient_checkpointing: bool
     zero_stage: int  # 0, 2 or 3

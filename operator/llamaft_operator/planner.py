@@ -177,7 +177,10 @@ def _evaluate(
                 double_quant=double_quant,
                 lora_r=lora.r if lora else 0,
                 lora_targets=tuple(lora.target_modules) if lora else (),
-                tokens_per_micro_batch=batch * seq,
+                # The recipe runs each of the per-device batch's packed rows (<= seq tokens) as
+                # its own micro-batch (padding-free rows without varlen attention would pay
+                # attention across the whole batch), so activations are those of one row.
+                tokens_per_micro_batch=seq,
                 max_seq_length=seq,
                 gradient_checkpointing=checkpointing,
                 zero_stage=stage,

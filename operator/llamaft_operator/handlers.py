@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,8 @@ from llamaft_operator import metrics, webhook
 from llamaft_operator.api import GROUP, PLURAL, VERSION
 from llamaft_operator.builders.common import LABEL_FINETUNE, LABEL_STEP
 from llamaft_operator.k8s import Kube
-from llamaft_operator.reconcile import Actions, reconcile, referenced
+from llamaft_operator.observed import Children, job_fingerprint
+from llamaft_operator.reconcile import Actions, plans_only, reconcile, referenced, shared_refs
 from llamaft_operator.settings import Settings
 
 log = logging.getLogger("llamaft.operator")
@@ -35,21 +37,56 @@ Key = tuple[str, str]
 
 @dataclass
 class Driver:
-    """Reads the world, reconciles one run, applies the difference."""
+    """Reads the world, reconciles one run, applies the difference.
+
+    Two reads are saved without reading anything stale that matters: the objects all runs of a
+    namespace share (`shared_refs`: only their existence matters) are reused for
+    `resync_seconds` once seen, so a deleted one is recreated within a resync; and a dry run
+    that never started a step fetches none of its named objects (`plans_only`).
+    """
 
     kube: Kube
     settings: Settings
+    own_writes: dict[Key, str] = field(default_factory=dict)
+    """resourceVersion of the last status patch per run: its watch event is our own echo."""
+    shared: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    """(namespace, kind, name) -> (expiry on the monotonic clock, object)."""
 
     def reconcile_once(self, namespace: str, name: str) -> Actions | None:
         body = self.kube.get_finetune(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             metrics.PHASES.forget((namespace, name))
+            self.own_writes.pop((namespace, name), None)
             return None  # owner references delete the children
-        children = self.kube.observe(namespace, name, referenced(body, self.settings))
+        children = self.observe(body)
         actions = reconcile(body, children, self.settings)
         self.apply(body, actions)
         metrics.PHASES.set((namespace, name), actions.phase)
         return actions
+
+    def observe(self, body: Mapping[str, Any]) -> Children:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        jobs, pods = self.kube.list_children(namespace, name)
+        if plans_only(body, jobs, pods):
+            return Children(jobs=jobs, pods=pods)
+        refs = referenced(body, self.settings)
+        shared = shared_refs(self.settings)
+        now = time.monotonic()
+        reused: dict[tuple[str, str], dict[str, Any]] = {}
+        for kind, ref in refs:
+            hit = self.shared.get((namespace, kind, ref))
+            if (kind, ref) in shared and hit is not None and hit[0] > now:
+                reused[(kind, ref)] = hit[1]
+        named = self.kube.get_named(namespace, [r for r in refs if r not in reused])
+        for (kind, ref), obj in named.items():
+            if (kind, ref) in shared:
+                self.shared[(namespace, kind, ref)] = (now + self.settings.resync_seconds, obj)
+        return Children(jobs=jobs, pods=pods, named={**named, **reused})
+
+    def is_own_write(self, key: Key, body: Mapping[str, Any]) -> bool:
+        """True for the watch event of our own last status patch (nothing else changed)."""
+        version = body.get("metadata", {}).get("resourceVersion")
+        return bool(version) and self.own_writes.get(key) == version
 
     def apply(self, body: Mapping[str, Any], actions: Actions) -> None:
         meta = body["metadata"]
@@ -69,7 +106,9 @@ class Driver:
         if actions.notify is not None:
             actions = self.notify(body, actions)
         if actions.status is not None:
-            self.kube.patch_status(namespace, name, actions.status)
+            self.own_writes[(namespace, name)] = self.kube.patch_status(
+                namespace, name, actions.status
+            )
             log.info("Updated status run=%s namespace=%s phase=%s", name, namespace, actions.phase)
         for event in actions.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
@@ -103,6 +142,23 @@ class Queue:
     timers: dict[Key, tuple[float, asyncio.TimerHandle]] = field(default_factory=dict)
     failures: dict[Key, int] = field(default_factory=dict)
     slots: asyncio.Semaphore | None = None
+    threads: ThreadPoolExecutor | None = None
+    """One thread per reconcile slot: asyncio's default executor has min(32, cores + 4) threads,
+    6 on a 2-core pod, which silently capped `max_concurrent_reconciles`."""
+    jobs_seen: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    """(namespace, Job name) -> the Job's `job_fingerprint` when it last triggered a reconcile."""
+
+    def job_changed(self, namespace: str, job: Mapping[str, Any], deleted: bool) -> bool:
+        """Whether a Job's watch event can change its run's reconcile (see `job_fingerprint`)."""
+        key = (namespace, str(job.get("metadata", {}).get("name")))
+        if deleted:
+            self.jobs_seen.pop(key, None)
+            return True
+        fingerprint = job_fingerprint(job)
+        if self.jobs_seen.get(key) == fingerprint:
+            return False
+        self.jobs_seen[key] = fingerprint
+        return True
 
     async def trigger(self, key: Key) -> None:
         if self.running.get(key):
@@ -123,12 +179,16 @@ class Queue:
             self.schedule(key, delay)
 
     async def _run(self, key: Key) -> float | None:
-        if self.slots is None:
-            self.slots = asyncio.Semaphore(self.settings.max_concurrent_reconciles)
+        if self.slots is None or self.threads is None:
+            size = max(1, self.settings.max_concurrent_reconciles)
+            self.slots = asyncio.Semaphore(size)
+            self.threads = ThreadPoolExecutor(size, thread_name_prefix="reconcile")
         started = time.monotonic()
         async with self.slots:
             try:
-                actions = await asyncio.to_thread(self.driver.reconcile_once, *key)
+                actions = await asyncio.get_running_loop().run_in_executor(
+                    self.threads, self.driver.reconcile_once, *key
+                )
             except Exception as err:  # any failure is retried with back-off
                 failures = self.failures.get(key, 0)
                 self.failures[key] = failures + 1
@@ -176,7 +236,8 @@ _QUEUE: Queue | None = None
 def setup(settings: Settings, kube: Kube | None = None) -> Queue:
     """Create the driver and queue the handlers use (called by __main__ before kopf.run)."""
     global _QUEUE
-    _QUEUE = Queue(Driver(kube or Kube(), settings), settings)
+    kube = kube or Kube(connections=settings.max_concurrent_reconciles)
+    _QUEUE = Queue(Driver(kube, settings), settings)
     return _QUEUE
 
 
@@ -187,20 +248,33 @@ def _queue() -> Queue:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def finetune_event(*, type: str, namespace: str | None, name: str, **_: Any) -> None:
-    """Created, changed or listed at startup: reconcile. Deleted: forget it."""
+async def finetune_event(
+    *, type: str, namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> None:
+    """Created, changed or listed at startup: reconcile. Deleted: forget it. The echo of our
+    own status patch is skipped: the reconcile that wrote it already saw that state."""
+    queue = _queue()
     key = (namespace or "default", name)
     if type == "DELETED":
         metrics.PHASES.forget(key)
-        _queue()._cancel(key)
+        queue._cancel(key)
+        queue.driver.own_writes.pop(key, None)
         return
-    await _queue().trigger(key)
+    if type == "MODIFIED" and queue.driver.is_own_write(key, body):
+        return
+    await queue.trigger(key)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_FINETUNE: kopf.PRESENT})
-async def job_event(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-    """A step Job changed (started, succeeded, failed, deleted): reconcile its run."""
-    await _queue().trigger((namespace or "default", labels[LABEL_FINETUNE]))
+async def job_event(
+    *, type: str, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> None:
+    """A step Job started, finished, failed a pod or went away: reconcile its run. Status
+    updates that change nothing the reconcile reads (active, ready counts) are skipped."""
+    queue = _queue()
+    ns = namespace or "default"
+    if queue.job_changed(ns, body, deleted=type == "DELETED"):
+        await queue.trigger((ns, labels[LABEL_FINETUNE]))
 
 
 @kopf.on.cleanup()

@@ -53,13 +53,19 @@ class ApiError(Exception):
         super().__init__(f"{method} {path}: {status} {message}"[:2000])
 
 
-def load_config() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+def load_config(connections: int = 8) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG).
+
+    `connections`: kept-alive connections to the API server, one per reconcile thread (the
+    client's default, 5 per core, makes threads beyond it open a new TLS connection per call).
+    """
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = max(connections, 1)
+    return client.ApiClient(configuration)
 
 
 def _path(kind: str, namespace: str | None, name: str | None = None, sub: str = "") -> str:
@@ -73,8 +79,8 @@ def _path(kind: str, namespace: str | None, name: str | None = None, sub: str = 
 class Kube:
     """Thin JSON-over-REST access to the objects of one operator."""
 
-    def __init__(self, api: client.ApiClient | None = None) -> None:
-        self.api = api or load_config()
+    def __init__(self, api: client.ApiClient | None = None, connections: int = 8) -> None:
+        self.api = api or load_config(connections)
 
     def request(
         self,
@@ -123,7 +129,23 @@ class Kube:
 
     def observe(self, namespace: str, name: str, refs: Iterable[tuple[str, str]]) -> Children:
         """The run's Jobs and pods (by label) and every object it names (by name)."""
+        jobs, pods = self.list_children(namespace, name)
+        return Children(jobs=jobs, pods=pods, named=self.get_named(namespace, refs))
+
+    def list_children(
+        self, namespace: str, name: str
+    ) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]]:
+        """The run's Jobs and pods, by its label."""
         selector = f"{LABEL_FINETUNE}={name}"
+        return (
+            tuple(self.list("Job", namespace, selector)),
+            tuple(self.list("Pod", namespace, selector)),
+        )
+
+    def get_named(
+        self, namespace: str, refs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Each (kind, name) that exists; Secrets with their values blanked."""
         named: dict[tuple[str, str], dict[str, Any]] = {}
         for kind, ref in refs:
             obj = self.get(kind, namespace, ref)
@@ -136,11 +158,7 @@ class Kube:
                     "data": dict.fromkeys(obj.get("data") or {}, ""),
                 }
             named[(kind, ref)] = obj
-        return Children(
-            jobs=tuple(self.list("Job", namespace, selector)),
-            pods=tuple(self.list("Pod", namespace, selector)),
-            named=named,
-        )
+        return named
 
     def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         import base64
@@ -175,9 +193,13 @@ class Kube:
             if err.status != 404:
                 raise
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> str:
+        """Merge-patch the run's status; returns the resourceVersion the patch produced."""
         path = _path("LlamaFineTune", namespace, name, "status")
-        self.request("PATCH", path, body={"status": dict(status)}, content_type=MERGE_PATCH)
+        patched = self.request(
+            "PATCH", path, body={"status": dict(status)}, content_type=MERGE_PATCH
+        )
+        return str(patched.get("metadata", {}).get("resourceVersion", ""))
 
     def post_event(
         self, involved: Mapping[str, Any], type_: str, reason: str, message: str

@@ -197,6 +197,31 @@ def job_state(children: Children, job_name: str, owner_uid: str, container: str)
     return JobState("running", job)
 
 
+def job_fingerprint(job: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The parts of a Job that `job_state` and `failed_attempts` read.
+
+    A Job's status changes several times while nothing the reconcile decides changes (active,
+    ready, uncounted pods, startTime, SuccessCriteriaMet); a watch event whose fingerprint equals
+    the previous one cannot change the reconcile's result and need not trigger it.
+    """
+    meta = job.get("metadata") or {}
+    status = job.get("status") or {}
+    conditions = tuple(
+        (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
+        for c in status.get("conditions") or []
+        if c.get("type") in ("Complete", "Failed")
+    )
+    return (
+        meta.get("uid"),
+        bool(meta.get("deletionTimestamp")),
+        controller_uid(job),
+        tuple(sorted((meta.get("annotations") or {}).items())),
+        bool((job.get("spec") or {}).get("suspend")),
+        conditions,
+        status.get("failed"),
+    )
+
+
 def attempt_reason(pod: Mapping[str, Any], term: Termination | None) -> str:
     if _condition(pod, "DisruptionTarget") is not None:
         return "Disrupted"

@@ -22,7 +22,7 @@ Child names are deterministic, so the driver's create-or-get never makes a secon
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -213,6 +213,23 @@ def referenced(body: Mapping[str, Any], settings: Settings) -> list[tuple[str, s
     if claim:
         refs.append(("PersistentVolumeClaim", claim))
     return list(dict.fromkeys(refs))
+
+
+def shared_refs(settings: Settings) -> frozenset[tuple[str, str]]:
+    """Objects every run of a namespace refers to and none owns: the model cache PVC and the
+    trainer's ServiceAccount, Role and RoleBinding. The reconcile only asks whether they exist,
+    so the driver may reuse a recent read instead of fetching them for every run."""
+    sa = settings.trainer_service_account
+    refs = {("PersistentVolumeClaim", settings.model_cache_claim)}
+    if settings.manage_trainer_rbac:
+        refs |= {("ServiceAccount", sa), ("Role", sa), ("RoleBinding", sa)}
+    return frozenset(refs)
+
+
+def plans_only(body: Mapping[str, Any], jobs: Sequence[Any], pods: Sequence[Any]) -> bool:
+    """A dry run that never started a step: the reconcile plans and reads none of the
+    `referenced` objects, so the driver need not fetch them."""
+    return bool((body.get("spec") or {}).get("dryRun")) and not jobs and not pods
 
 
 # --- the reconcile -------------------------------------------------------------------------------

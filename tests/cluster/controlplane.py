@@ -149,6 +149,7 @@ class ControlPlane:
     state_dir: Path
     bind_address: str = "127.0.0.1"
     extra_apiserver_args: tuple[str, ...] = ()
+    extra_controller_manager_args: tuple[str, ...] = ()
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     apiserver_port: int = 0
 
@@ -276,6 +277,7 @@ class ControlPlane:
                 "--terminated-pod-gc-threshold=1000",
                 "--concurrent-job-syncs=10",
                 "--v=1",
+                *self.extra_controller_manager_args,
             ],
         )
         self._spawn(

@@ -13,7 +13,7 @@ import pytest
 
 from llamaft_operator.api import DataSource
 from llamaft_trainer.data import load_rows, read_file, resolve_source
-from llamaft_trainer.data.load import hub_token, read_source
+from llamaft_trainer.data.load import read_source
 from llamaft_trainer.errors import BadInputError
 
 pytestmark = pytest.mark.unit
@@ -172,19 +172,6 @@ def test_unreachable_url_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("LLAMAFT_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(BadInputError, match="cannot download"):
         resolve_source(DataSource(url={"url": "http://127.0.0.1:9/none.jsonl"}))
-
-
-def test_hub_token_is_read_from_the_mounted_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("HF_TOKEN_PATH", raising=False)
-    assert hub_token() is None
-    (tmp_path / "token").write_text("hf_secret\n")
-    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "token"))
-    assert hub_token() == "hf_secret"
-    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "missing"))
-    with pytest.raises(BadInputError, match="HF_TOKEN_PATH"):
-        hub_token()
 
 
 def test_hub_source_that_cannot_load_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from llamaft_trainer.config import RunPlan
 from llamaft_trainer.errors import BadInputError, LlamaftError
+from llamaft_trainer.hub_token import read_token
 from llamaft_trainer.model_cache import cache_dir, complete_marker, mark_complete
 
 # Weights, configs, tokenizer and chat-template files; never pickles or framework dumps.
@@ -37,21 +38,11 @@ ALLOW_PATTERNS = [
 ]
 
 
+MODEL_TOKEN_FIELD = "spec.model.tokenSecret"
+
+
 class FetchError(LlamaftError):
     """The Hub could not be reached or failed; the Job retries (exit 1)."""
-
-
-def read_token() -> str | None:
-    path = os.environ.get("HF_TOKEN_PATH")
-    if not path:
-        return None
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as err:
-        raise BadInputError(
-            f"HF_TOKEN_PATH={path} cannot be read ({err.strerror}): check spec.model.tokenSecret"
-        ) from None
-    return token or None
 
 
 def fetch_model(plan: RunPlan, root: Path) -> dict[str, Any]:
@@ -90,7 +81,7 @@ def _download(name: str, revision: str, target: Path) -> str:
         RevisionNotFoundError,
     )
 
-    token = read_token()
+    token = read_token(MODEL_TOKEN_FIELD)
     endpoint = os.environ.get("HF_ENDPOINT") or None  # self-hosted Hub mirrors, the test Hub
     api = HfApi(token=token, endpoint=endpoint)
     try:

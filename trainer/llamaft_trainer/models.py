@@ -14,17 +14,18 @@ Methods: `qlora` loads the frozen base in 4-bit NF4 with double quantisation (or
 compute dtype; under ZeRO-3 the packed weights are stored in the compute dtype so DeepSpeed can
 shard them, and no `device_map` is given. `lora` loads a 16-bit base. Both get LoRA adapters on
 every linear layer by default. `full` trains every weight. `trust_remote_code` is off unless the
-spec turns it on.
+spec turns it on. Attention runs on flash-attention 2 where CUDA and `flash_attn` are there (packed
+rows then use its varlen kernels), else SDPA: `choose_attn_implementation`.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from llamaft_trainer.config import RunPlan
 from llamaft_trainer.errors import BadInputError
+from llamaft_trainer.hub_token import read_token
 from llamaft_trainer.model_cache import (
     cache_dir,
     cache_root,
@@ -37,11 +38,7 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 TINY = "builtin:tiny-llama"
 SMOLLM2 = "builtin:smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _hub_token() -> str | None:
-    path = os.environ.get("HF_TOKEN_PATH")
-    return Path(path).read_text().strip() if path and Path(path).is_file() else None
+MODEL_TOKEN_FIELD = "spec.model.tokenSecret"
 
 
 def smollm2_dir() -> Path:
@@ -100,13 +97,42 @@ def load_tokenizer(plan: RunPlan) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(
             source,
             revision=plan.model.revision if remote else None,
-            token=_hub_token() if remote else None,
+            token=read_token(MODEL_TOKEN_FIELD) if remote else None,
             trust_remote_code=plan.model.trust_remote_code,
         )
     if tokenizer.pad_token is None:
         # Packing needs no padding; generation and unpacked batches pad with EOS.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+FLASH_ATTENTION_2 = "flash_attention_2"
+SDPA = "sdpa"
+
+
+def choose_attn_implementation(*, cuda: bool, flash_attn: bool) -> str:
+    """`flash_attention_2` on a CUDA device when the `flash_attn` package imports, else `sdpa`.
+
+    With flash-attention, packed rows (position ids restarting per example, no attention mask) run
+    as variable-length sequences in the varlen kernels, so no compute is spent across examples;
+    SDPA gets a block-diagonal mask from the same position ids (correct, but it computes the whole
+    row's square). flash-attention needs CUDA and fp16/bf16, which `compute_dtype` gives on GPUs.
+    """
+    return FLASH_ATTENTION_2 if cuda and flash_attn else SDPA
+
+
+def flash_attn_importable() -> bool:
+    try:
+        import flash_attn  # type: ignore[import-not-found]  # noqa: F401
+    except Exception:  # not installed, or built for another torch/CUDA (undefined symbols)
+        return False
+    return True
+
+
+def attn_implementation(device: str) -> str:
+    """The attention kernels for a model on `device` (flash_attn is only imported for CUDA)."""
+    cuda = device.startswith("cuda")
+    return choose_attn_implementation(cuda=cuda, flash_attn=cuda and flash_attn_importable())
 
 
 def compute_dtype(device: str) -> Any:
@@ -118,7 +144,7 @@ def compute_dtype(device: str) -> Any:
     return torch.float32
 
 
-def _tiny_model(plan: RunPlan, dtype: Any) -> Any:
+def _tiny_model(plan: RunPlan, dtype: Any, attn: str = SDPA) -> Any:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -133,6 +159,7 @@ def _tiny_model(plan: RunPlan, dtype: Any) -> Any:
         max_position_embeddings=max(plan.training.max_seq_length, 512),
         tie_word_embeddings=a.tied_embeddings,
         use_cache=False,
+        attn_implementation=attn,  # type: ignore[call-arg]
     )
     torch.manual_seed(plan.training.seed)
     return LlamaForCausalLM(config).to(dtype)
@@ -144,10 +171,15 @@ def load_base_model(plan: RunPlan, *, device: str, for_training: bool) -> Any:
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     dtype = compute_dtype(device)
+    attn = attn_implementation(device)
     if plan.model.name == TINY and plan.method != "qlora":
-        model = _tiny_model(plan, dtype)
+        model = _tiny_model(plan, dtype, attn)
         return model.to(device) if plan.deepspeed.zero_stage != 3 else model
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": plan.model.trust_remote_code}
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "trust_remote_code": plan.model.trust_remote_code,
+        "attn_implementation": attn,
+    }
     if plan.method == "qlora" and plan.quantization is not None:
         q = plan.quantization
         if q.bits == 4:
@@ -172,7 +204,7 @@ def load_base_model(plan: RunPlan, *, device: str, for_training: bool) -> Any:
         source = model_source(plan)
         if not Path(source).is_dir():
             kwargs["revision"] = plan.model.revision
-            kwargs["token"] = _hub_token()
+            kwargs["token"] = read_token(MODEL_TOKEN_FIELD)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     model.config.use_cache = False  # packed batches are only correct without the KV cache
     if "quantization_config" not in kwargs and plan.deepspeed.zero_stage != 3:

@@ -45,11 +45,12 @@ from typing import Any, TypeVar
 from llamaft_operator.api import DirPublish, HubPublish
 from llamaft_trainer.config import RunPlan
 from llamaft_trainer.errors import BadInputError, LlamaftError, PublishRejectedError
+from llamaft_trainer.hub_token import TOKEN_PATH_ENV, require_token
 from llamaft_trainer.package import METADATA_FILE, content_hash, file_sha256, package_files
 
 log = logging.getLogger("llamaft.publish")
 
-TOKEN_PATH_ENV = "HF_TOKEN_PATH"
+PUBLISH_TOKEN_FIELD = "publish.hub.tokenSecret"
 ENDPOINT_ENV = "HF_ENDPOINT"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DIR_MOUNT_ENV = "LLAMAFT_PUBLISH_MOUNT"
@@ -96,26 +97,6 @@ def publish(plan: RunPlan, workdir: Path, *, policy: RetryPolicy | None = None) 
 
 
 # --- token and endpoint ---------------------------------------------------------------------------
-
-
-def read_token() -> str:
-    """The Hub token from the file at `$HF_TOKEN_PATH` (never from argv or an env value)."""
-    path = os.environ.get(TOKEN_PATH_ENV)
-    if not path:
-        raise BadInputError(
-            f"{TOKEN_PATH_ENV} is not set: point it at a file holding a Hub write token (in a "
-            "cluster the operator mounts publish.hub.tokenSecret and sets it)"
-        )
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as err:
-        raise BadInputError(
-            f"cannot read the Hub token file {path} ({err.strerror}): check "
-            "publish.hub.tokenSecret names an existing Secret and key"
-        ) from None
-    if not token:
-        raise BadInputError(f"the Hub token file {path} is empty: put a write token in the Secret")
-    return token
 
 
 def hub_endpoint(hub: HubPublish) -> str:
@@ -273,7 +254,8 @@ def publish_hub(
     from huggingface_hub import CommitOperationAdd, HfApi
 
     endpoint = hub_endpoint(hub)
-    api = HfApi(endpoint=endpoint, token=read_token(), library_name="llamaft")
+    token = require_token(PUBLISH_TOKEN_FIELD, "write")
+    api = HfApi(endpoint=endpoint, token=token, library_name="llamaft")
     retrier = _Retrier(policy, hub, endpoint)
     target = _Target(
         api,

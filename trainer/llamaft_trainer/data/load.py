@@ -34,11 +34,12 @@ from llamaft_trainer.data.types import (
     RowProblem,
 )
 from llamaft_trainer.errors import BadInputError
+from llamaft_trainer.hub_token import read_token
 
 DATA_ROOT_ENV = "LLAMAFT_DATA_ROOT"
 CONFIGMAP_ROOT_ENV = "LLAMAFT_CONFIGMAP_ROOT"
 CACHE_DIR_ENV = "LLAMAFT_CACHE_DIR"
-HF_TOKEN_PATH_ENV = "HF_TOKEN_PATH"
+DATASET_TOKEN_FIELD = "spec.dataset.tokenSecret"
 HUB_PREFIX = "hub:"
 DOWNLOAD_TIMEOUT_S = 60.0
 
@@ -287,19 +288,6 @@ def _read_parquet(path: Path) -> LoadedRows:
     return LoadedRows(list(enumerate(records, start=1)), [], "row", str(path))
 
 
-def hub_token() -> str | None:
-    """The Hub token from the file `$HF_TOKEN_PATH` names (a mounted Secret), if any."""
-    path = os.environ.get(HF_TOKEN_PATH_ENV)
-    if not path:
-        return None
-    try:
-        return Path(path).read_text().strip() or None
-    except OSError as err:
-        raise BadInputError(
-            f"cannot read the Hub token file {path} ({HF_TOKEN_PATH_ENV}): {err}"
-        ) from err
-
-
 def read_hub(
     dataset_id: str, *, revision: str, split: str = "train", config: str | None = None
 ) -> LoadedRows:
@@ -309,7 +297,11 @@ def read_hub(
     origin = f"hub:{dataset_id}@{revision}[{split}]"
     try:
         ds = datasets.load_dataset(
-            dataset_id, name=config, revision=revision, split=split, token=hub_token()
+            dataset_id,
+            name=config,
+            revision=revision,
+            split=split,
+            token=read_token(DATASET_TOKEN_FIELD),
         )
     except Exception as err:  # datasets raises many types: missing repo, auth, bad split...
         raise BadInputError(

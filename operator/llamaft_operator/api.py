@@ -311,6 +311,14 @@ class DatasetSpec(Base):
             "first bad row; at most 0.05."
         ),
     )
+    token_secret: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "Secret holding a Hub read token, for private or gated Hub datasets (`source.hub`, "
+            "`goldenSet.hub`). Mounted as a file only into the pods that read the data "
+            "(validate, pilot, train, eval)."
+        ),
+    )
 
 
 # --- method ------------------------------------------------------------------------------------
@@ -588,6 +596,119 @@ class NotificationSpec(Base):
     )
 
 
+# --- experiment tracking --------------------------------------------------------------------------
+
+TRACKING_NAME = r"^[A-Za-z0-9][A-Za-z0-9._ -]*$"
+
+
+class WandbTracking(Base):
+    """Log the train step to Weights & Biases (the `wandb` client, in the trainer image)."""
+
+    project: str = Field(
+        min_length=1, max_length=128, pattern=TRACKING_NAME, description="W&B project."
+    )
+    entity: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=TRACKING_NAME,
+        description="W&B entity (team or user); the API key's default entity if unset.",
+    )
+    api_key_secret: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "Secret key holding a W&B API key, set as `WANDB_API_KEY` in the train container "
+            "only. Locally, `llamaft run` uses your own login (`wandb login` or the variable)."
+        ),
+    )
+    base_url: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=r"^https?://[^\s]+$",
+        description="URL of a self-hosted W&B server; the W&B cloud if unset.",
+    )
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=16, description="Tags on the W&B run."
+    )
+
+
+class MlflowCredentials(Base):
+    """A Secret with MLflow credentials: a `token` key, or `username` and `password` keys."""
+
+    name: str = Field(
+        max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the Secret in this namespace."
+    )
+    token_key: str = Field(
+        default="token",
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Key of the bearer token (`MLFLOW_TRACKING_TOKEN`), if the Secret has it.",
+    )
+    username_key: str = Field(
+        default="username",
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Key of the basic-auth user (`MLFLOW_TRACKING_USERNAME`), if present.",
+    )
+    password_key: str = Field(
+        default="password",
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Key of the basic-auth password (`MLFLOW_TRACKING_PASSWORD`), if present.",
+    )
+
+
+class MlflowTracking(Base):
+    """Log the train step to an MLflow tracking server (the `mlflow-skinny` client)."""
+
+    tracking_uri: str = Field(
+        max_length=1024,
+        pattern=r"^(databricks|[A-Za-z][A-Za-z0-9+.-]*:[^\s]+)$",
+        description=(
+            "MLflow tracking URI: `https://mlflow.example.com`, `databricks`, or a `sqlite:` / "
+            "`file:` URI (in a cluster, put those under /workspace, the work volume)."
+        ),
+    )
+    experiment: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Experiment name, created if missing; the LlamaFineTune's name if unset.",
+    )
+    credentials_secret: MlflowCredentials | None = Field(
+        default=None,
+        description="Secret with a token or username/password, set in the train container only.",
+    )
+
+
+class TrackingSpec(Base):
+    """Experiment tracking of the train step, besides TensorBoard and reports/train.json.
+
+    One run per LlamaFineTune run, named `<name>-<run id>`: the plan's hyper-parameters once,
+    then per step loss, learning rate, tokens/s, epoch (and eval loss when evaluated), and the
+    final metrics. Only global rank 0 logs; a retried pod continues the same tracker run.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.wandb) || has(self.mlflow)",
+                    "tracking needs wandb or mlflow (or omit tracking)",
+                )
+            ]
+        }
+    )
+
+    wandb: WandbTracking | None = Field(default=None, description="Weights & Biases.")
+    mlflow: MlflowTracking | None = Field(default=None, description="MLflow.")
+
+    @model_validator(mode="after")
+    def _one_at_least(self) -> TrackingSpec:
+        if self.wandb is None and self.mlflow is None:
+            raise ValueError("tracking needs wandb or mlflow (or omit tracking)")
+        return self
+
+
 # --- the resource ---------------------------------------------------------------------------------
 
 _SPEC_RULES: list[JsonValue] = [
@@ -678,6 +799,9 @@ class LlamaFineTuneSpec(Base):
         description="Size of the `<name>-work` PVC the operator creates.",
     )
     notification: NotificationSpec | None = Field(default=None, description="Completion webhook.")
+    tracking: TrackingSpec | None = Field(
+        default=None, description="Experiment tracking with W&B and/or MLflow."
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> LlamaFineTuneSpec:

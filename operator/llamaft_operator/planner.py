@@ -412,6 +412,7 @@ def make_plan(
         pilot=spec.pilot,
         evaluation=spec.evaluation,
         publish=spec.publish,
+        tracking=spec.tracking,
         final=final,
     )
 

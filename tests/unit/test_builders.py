@@ -240,6 +240,67 @@ def test_hub_tokens_are_mounted_only_into_fetch_and_publish(step: str, secret: s
         assert "/var/run/secrets/llamaft/hub" not in mounts(init), "package never sees the token"
 
 
+@pytest.mark.parametrize("step", ["validate", "pilot", "train", "eval"])
+def test_dataset_token_is_mounted_as_a_file_into_the_steps_that_read_data(step: str) -> None:
+    run = make_run(dataset={"tokenSecret": {"name": "hf-data", "key": "read"}})
+    job = jobs.build_job(run, step)
+    secrets = [v["secret"] for v in pod(job)["volumes"] if "secret" in v]
+    assert [(s["secretName"], s["items"]) for s in secrets] == [
+        ("hf-data", [{"key": "read", "path": "token"}])
+    ]
+    assert env(container(job))["HF_TOKEN_PATH"] == "/var/run/secrets/llamaft/hub/token"
+    assert "secretKeyRef" not in json.dumps(job)
+
+
+def test_dataset_token_stays_out_of_fetch_and_publish() -> None:
+    run = make_run(
+        dataset={"tokenSecret": {"name": "hf-data"}},
+        extra_spec={"publish": {"dir": {"path": "out", "claimName": "models"}}},
+    )
+    for step in ("fetch", "publish"):
+        assert "hf-data" not in json.dumps(jobs.build_job(run, step)), step
+
+
+TRACKING = {
+    "wandb": {"project": "support-bot", "apiKeySecret": {"name": "wandb", "key": "apiKey"}},
+    "mlflow": {
+        "trackingUri": "https://mlflow.example.com",
+        "credentialsSecret": {"name": "mlflow-creds"},
+    },
+}
+
+
+def secret_env(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+
+
+@pytest.mark.parametrize("step", ["validate", "fetch", "pilot", "train", "eval", "publish"])
+def test_tracking_credentials_reach_the_train_container_only(step: str) -> None:
+    run = make_run(extra_spec={"tracking": TRACKING}, approx_tokens=10**6)
+    job = jobs.build_job(run, step)
+    refs = {k: v for k, v in secret_env(container(job)).items() if k != "JOB_COMPLETION_INDEX"}
+    if step != "train":
+        assert refs == {}
+        assert "mlflow-creds" not in json.dumps(job) and '"wandb"' not in json.dumps(job)
+        return
+    assert refs == {
+        "WANDB_API_KEY": {"name": "wandb", "key": "apiKey"},
+        # A token, or a username and password: whichever keys the Secret has.
+        "MLFLOW_TRACKING_TOKEN": {"name": "mlflow-creds", "key": "token", "optional": True},
+        "MLFLOW_TRACKING_USERNAME": {"name": "mlflow-creds", "key": "username", "optional": True},
+        "MLFLOW_TRACKING_PASSWORD": {"name": "mlflow-creds", "key": "password", "optional": True},
+    }
+    assert not [v for v in pod(job)["volumes"] if "secret" in v], "env only, no token files"
+
+
+def test_tracking_without_secrets_sets_no_credentials() -> None:
+    tracking = {"wandb": {"project": "p"}, "mlflow": {"trackingUri": "sqlite:////workspace/ml.db"}}
+    run = make_run(extra_spec={"tracking": tracking})
+    assert secret_env(container(jobs.build_job(run, "train"))) == {}
+    assert run.plan.tracking is not None and run.plan.tracking.wandb is not None
+    assert run.plan.tracking.wandb.project == "p"  # the plan carries it to the trainer
+
+
 def test_publish_packages_in_an_init_container_and_records_the_publish_hash() -> None:
     run = make_run(extra_spec={"publish": {"hub": {"repo": "a/b", "tokenSecret": {"name": "t"}}}})
     job = jobs.build_job(run, "publish")

@@ -5,7 +5,8 @@
   chart and the operator's builders run them as, no build tools in the final stage;
 - what each Dockerfile installs, installed or resolved in a clean venv: the operator image's
   `pip install ".[operator]"` really installed (its entry points run, torch is absent) and the
-  trainer image's `.[trainer]` resolved with `pip install --dry-run --report` (kopf absent);
+  trainer image's `.[trainer,tracking]` resolved with `pip install --dry-run --report` (kopf
+  absent);
 - the chart's default images are the ones release.yml builds from these Dockerfiles.
 """
 
@@ -33,7 +34,7 @@ DOCKERFILES = {
     "operator": IMAGES / "operator" / "Dockerfile",
     "trainer": IMAGES / "trainer" / "Dockerfile",
 }
-EXTRAS = {"operator": "operator", "trainer": "trainer"}
+EXTRAS = {"operator": "operator", "trainer": "trainer,tracking"}
 ENTRYPOINTS = {"operator": "llamaft-operator", "trainer": "llamaft"}
 BUILD_TOOLS = re.compile(r"\b(build-essential|gcc|g\+\+|ninja-build|python3[.0-9]*-dev|git|make)\b")
 DIGEST_ARG = re.compile(r"^ARG (\w+)=(\S+)@sha256:([0-9a-f]{64})$", re.M)
@@ -113,7 +114,7 @@ def _chart_operator_uid() -> int:
 
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
 def test_dockerfile_installs_its_extra_only(image: str) -> None:
-    installs = re.findall(r'pip install [^\n]*"\.\[(\w+)\]"', DOCKERFILES[image].read_text())
+    installs = re.findall(r'pip install [^\n]*"\.\[([\w,]+)\]"', DOCKERFILES[image].read_text())
     assert installs == [EXTRAS[image]]
 
 
@@ -174,6 +175,7 @@ def _dry_run(clean_venv: Path, extra: str, tmp_path: Path) -> set[str]:
 def test_trainer_extra_resolves_without_kopf(clean_venv: Path, tmp_path: Path) -> None:
     names = _dry_run(clean_venv, EXTRAS["trainer"], tmp_path)
     assert {"torch", "bitsandbytes", "deepspeed", "peft", "transformers"} <= names
+    assert {"wandb", "mlflow-skinny"} <= names  # spec.tracking works in the image
     assert not names & {"kopf", "kubernetes"}
 
 

@@ -23,6 +23,7 @@ from llamaft_operator.api import (
     PilotSpec,
     PublishSpec,
     Scheduler,
+    TrackingSpec,
 )
 
 PLAN_KIND = "RunPlan"
@@ -156,6 +157,9 @@ class RunPlan(PlanModel):
     pilot: PilotSpec | None = None
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     publish: PublishSpec | None = None
+    tracking: TrackingSpec | None = Field(
+        default=None, description="W&B / MLflow for the train step (spec.tracking, as is)."
+    )
     final: bool = Field(
         default=False, description="Sized from the measured dataset (after validate)."
     )

@@ -5,6 +5,9 @@ code the operator's Jobs run, in one process, on CPU or one GPU. Paths in `local
 `publish.dir` are relative to the manifest's folder. The run plan is written to
 `<workdir>/plan.json` first, so any step can be re-run by hand with `--plan`. Training resumes from
 the newest complete checkpoint, so an interrupted `llamaft run` continues where it stopped.
+`spec.tracking` logs the train step to W&B / MLflow as in a cluster, with this machine's
+credentials (`wandb login` or `WANDB_API_KEY`; `MLFLOW_TRACKING_TOKEN` or username and password):
+the spec's Secrets are a cluster's. On a terminal, training shows a progress bar.
 """
 
 from __future__ import annotations
@@ -117,8 +120,11 @@ def run_local(file: Path, *, workdir: Path | None = None, gpu_type: str | None =
     from rich.console import Console
     from rich.table import Table
 
+    from llamaft_trainer.tracking import check_installed
+
     console = Console()
     plan = local_plan(file, gpu_type)
+    check_installed(plan.tracking)  # spec.tracking logs the train step here too
     workdir = (workdir or Path("runs") / plan.name).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     plan_path = workdir / "plan.json"

@@ -16,6 +16,8 @@ Feature flags (all from the plan) and their trade-offs:
 - `deepspeed.zeroStage` 2/3 under torchrun: ZeRO shards optimizer states and gradients (2) and
   weights (3); on one process there is no DeepSpeed at all.
 - `training.earlyStoppingPatience`: stop after N evaluations without a lower eval loss.
+- `tracking` (W&B / MLflow, train step only, global rank 0): one tracker run per run, continued
+  on resume; costs one client call per step (see tracking.py).
 
 Loss: the sum of token losses of a micro-batch divided by the number of trained tokens in its
 whole accumulation group, so an optimizer step weighs every response token equally however the
@@ -38,7 +40,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from llamaft_trainer import checkpoint
+from llamaft_trainer import checkpoint, tracking
 from llamaft_trainer.config import RunPlan
 from llamaft_trainer.distributed import DistEnv, deepspeed_config, dist_env
 from llamaft_trainer.errors import EXIT_PREEMPTED, LlamaftError
@@ -111,8 +113,11 @@ class FineTuneRecipe:
         name: str = "train",
         train_on_golden: bool = False,
         max_steps: int | None = None,
+        track: bool = True,
     ) -> None:
         self.plan = plan
+        # spec.tracking applies to the train step; the pilot is a check, not an experiment.
+        self.tracking = plan.tracking if track else None
         self.workdir = workdir
         self.name = name
         self.train_on_golden = train_on_golden
@@ -131,6 +136,7 @@ class FineTuneRecipe:
         from llamaft_trainer import data, models
 
         self.workdir.mkdir(parents=True, exist_ok=True)
+        tracking.check_installed(self.tracking)  # before any data or weights are loaded
         cuda = torch.cuda.is_available()
         self.device = f"cuda:{self.env.local_rank}" if cuda else "cpu"
         if cuda:
@@ -183,8 +189,22 @@ class FineTuneRecipe:
                 config=self.ds_config,
             )
         self.start_step = self._resume()
+        trackers = None
+        if self.tracking is not None and self.env.is_main:
+            trackers = tracking.start(
+                self.plan,
+                self.workdir,
+                resumed_from=self.start_step,
+                worldSize=self.env.world_size,
+                totalSteps=total,
+            )
         self.progress = Progress(
-            self.workdir, name=self.name, total_steps=total, rank=self.env.rank
+            self.workdir,
+            name=self.name,
+            total_steps=total,
+            rank=self.env.rank,
+            start_step=self.start_step,
+            trackers=trackers,
         )
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
@@ -507,7 +527,13 @@ class FineTuneRecipe:
         self._barrier()
         return target
 
-    def cleanup(self) -> None:
+    def cleanup(self, error: BaseException | None = None) -> None:
+        """Close progress and tracker runs (failed or preempted when `error`), leave the group."""
+        if hasattr(self, "progress"):
+            status: tracking.Status = "finished"
+            if error is not None:
+                status = "preempted" if isinstance(error, PreemptedError) else "failed"
+            self.progress.close(status)
         if self.distributed:
             import torch.distributed as dist
 

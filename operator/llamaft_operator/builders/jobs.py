@@ -15,8 +15,11 @@ Every Job:
 A multi-node pilot or train is an Indexed Job (completions = parallelism = nodes) whose pods join
 the headless Service `<name>-train` and rendezvous with torchrun on index 0's hostname.
 
-Only the publish pod mounts the Hub write token, and only the fetch pod the read token, both as a
-file (`HF_TOKEN_PATH`), never as an environment variable.
+Only the publish pod mounts the Hub write token, only the fetch pod the model's read token, and only
+the pods that read the data (validate, pilot, train, eval) the dataset's read token, each as a file
+(`HF_TOKEN_PATH`), never as an environment variable. The one exception is experiment tracking: the
+W&B and MLflow clients read their credentials from the environment, so `spec.tracking`'s Secrets
+are set with `valueFrom.secretKeyRef`, in the train container only (the one that logs).
 """
 
 from __future__ import annotations
@@ -156,6 +159,7 @@ def _env(run: Run, step: str) -> list[dict[str, Any]]:
         env.append({"name": "LLAMAFT_MODEL_CACHE", "value": MODEL_CACHE})
     if step == PUBLISH:
         env.append({"name": "LLAMAFT_PUBLISH_ROOT", "value": PUBLISH_ROOT})
+    env += tracking_env(run, step)
     if is_multi_node(run, step):
         env.append(
             {
@@ -163,6 +167,36 @@ def _env(run: Run, step: str) -> list[dict[str, Any]]:
                 "valueFrom": {"fieldRef": {"fieldPath": COMPLETION_INDEX_FIELD}},
             }
         )
+    return env
+
+
+def _secret_env(name: str, secret: str, key: str, *, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def tracking_env(run: Run, step: str) -> list[dict[str, Any]]:
+    """W&B / MLflow credentials for the train container: the only step that logs to them.
+
+    MLflow's Secret may hold a token or a username and password, so each of its keys is optional.
+    """
+    tracking = run.spec.tracking
+    if step != TRAIN or tracking is None:
+        return []
+    env: list[dict[str, Any]] = []
+    if tracking.wandb is not None and tracking.wandb.api_key_secret is not None:
+        ref = tracking.wandb.api_key_secret
+        env.append(_secret_env("WANDB_API_KEY", ref.name, ref.key))
+    if tracking.mlflow is not None and tracking.mlflow.credentials_secret is not None:
+        creds = tracking.mlflow.credentials_secret
+        for var, key in (
+            ("MLFLOW_TRACKING_TOKEN", creds.token_key),
+            ("MLFLOW_TRACKING_USERNAME", creds.username_key),
+            ("MLFLOW_TRACKING_PASSWORD", creds.password_key),
+        ):
+            env.append(_secret_env(var, creds.name, key, optional=True))
     return env
 
 
@@ -251,12 +285,16 @@ def _volumes(run: Run, step: str) -> tuple[list[dict[str, Any]], list[dict[str, 
 
 
 def _token_secret(run: Run, step: str) -> tuple[str, str] | None:
-    """The Secret (name, key) mounted into this step: write token for publish, read for fetch."""
+    """The Secret (name, key) mounted into this step: the write token for publish, the model's
+    read token for fetch, the dataset's read token for the steps that read the data."""
     if step == PUBLISH and run.spec.publish and run.spec.publish.hub:
         ref = run.spec.publish.hub.token_secret
         return (ref.name, ref.key) if ref else None
     if step == FETCH and run.spec.model.token_secret:
         ref = run.spec.model.token_secret
+        return ref.name, ref.key
+    if step in (VALIDATE, *GPU_STEPS) and run.spec.dataset.token_secret:
+        ref = run.spec.dataset.token_secret
         return ref.name, ref.key
     return None
 

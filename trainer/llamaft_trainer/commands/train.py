@@ -31,14 +31,17 @@ def run_training(plan_path: Path, workdir: Path, *, pilot: bool = False) -> dict
             name="pilot",
             train_on_golden=True,
             max_steps=plan.pilot.max_steps,
+            track=False,
         )
     else:
         recipe = FineTuneRecipe(plan, workdir)
     recipe.setup()
     try:
         report = recipe.train()
-    finally:
-        recipe.cleanup()
+    except BaseException as err:
+        recipe.cleanup(err)
+        raise
+    recipe.cleanup()
     if pilot:
         check_pilot(report)
     return report

@@ -19,6 +19,14 @@ the request and response shapes read from the client's source (`hf_api.py`, `_co
 | `list_repo_tree`                  | `GET  /api/models/{repo}/tree/{rev}[/{path}]`              |
 | `list_repo_commits`               | `GET  /api/models/{repo}/commits/{rev}`                    |
 | `hf_hub_download`                 | `HEAD/GET /{repo}/resolve/{rev}/{path}` (ETag, X-Repo-Commit)|
+| `dataset_info` / `repo_info`      | `GET  /api/datasets/{repo}[/revision/{rev}]`               |
+| `list_repo_tree` (dataset)        | `GET  /api/datasets/{repo}/tree/{rev}[/{path}]`            |
+| `hf_hub_download` (dataset)       | `HEAD/GET /datasets/{repo}/resolve/{rev}/{path}`           |
+
+Dataset repositories are what `datasets.load_dataset` 5.2 reads for a JSONL or Parquet repo (it
+asks for no `paths-info` and no byte ranges, so neither is here). Tests seed them with
+`HubServer.create_dataset` / `commit_files`; they live beside the models under the key
+`datasets/<owner>/<name>`.
 
 **No LFS/Xet.** Preupload answers `uploadMode: "regular"` for every file, so the client sends all
 content base64-encoded inside the NDJSON commit. With `hf_xet` installed (it is), an `"lfs"` answer
@@ -32,7 +40,8 @@ branches pointing at commits, so tests can assert exactly how many commits a pub
 
 Auth: `Authorization: Bearer <token>` must name a configured token (401 otherwise, with the Hub's
 `X-Error-Message: Invalid credentials in Authorization header`); a `read` token on a write endpoint
-gets 403.
+gets 403. As on the Hub, a request without a token may read a public, ungated repository; for a
+private one it gets 401 `RepoNotFound`, for a gated one 401 `GatedRepo`.
 
 Fault injection per endpoint name (`create_repo`, `model_info`, `refs`, `branch`, `validate_yaml`,
 `preupload`, `commit`, `tree`, `commits`, `resolve`, `whoami`): answer an HTTP status N times
@@ -62,6 +71,7 @@ import yaml
 
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
 WRITE_ENDPOINTS = frozenset({"create_repo", "branch", "preupload", "commit"})
+DATASETS = "datasets/"  # key prefix of dataset repositories
 
 
 def git_blob_id(content: bytes) -> str:
@@ -84,6 +94,7 @@ class Commit:
 class Repo:
     repo_id: str
     private: bool
+    gated: bool = False
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
 
@@ -143,8 +154,8 @@ class HubState:
                 queue.pop(0)
             return fault
 
-    def create_repo(self, repo_id: str, private: bool) -> Repo:
-        repo = Repo(repo_id=repo_id, private=private)
+    def create_repo(self, repo_id: str, private: bool, gated: bool = False) -> Repo:
+        repo = Repo(repo_id=repo_id, private=private, gated=gated)
         now = _now()
         initial = Commit(
             oid=self.next_oid(repo_id),
@@ -210,7 +221,8 @@ class HubHandler(BaseHTTPRequestHandler):
                 self._apply_fault(fault)
             if handler is None:
                 raise HubError(404, f"no route for {self.command} {url.path}")
-            self._authorize(endpoint)
+            repo_key = args[0] if args and endpoint not in ("whoami", "create_repo") else None
+            self._authorize(endpoint, repo_key)
             status, payload, headers = handler(*args, body=body, query=query)
             if fault and fault.after:
                 self._apply_fault(fault)
@@ -253,9 +265,21 @@ class HubHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-    def _authorize(self, endpoint: str) -> None:
+    def _authorize(self, endpoint: str, repo_key: str | None) -> None:
         auth = self.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+        if not token and repo_key is not None and endpoint not in WRITE_ENDPOINTS:
+            repo = self.server.state.repos.get(repo_key)
+            if repo is not None and repo.gated:
+                raise HubError(
+                    401,
+                    f"Access to {repo.repo_id} is restricted. You must have access to it and be "
+                    "authenticated to access it. Please log in.",
+                    "GatedRepo",
+                )
+            if repo is None or repo.private:
+                raise HubError(401, "Repository Not Found", "RepoNotFound")
+            return  # a public repository: anyone may read it
         scope = self.server.state.tokens.get(token)
         if scope is None:
             raise HubError(401, "Invalid credentials in Authorization header")
@@ -288,6 +312,18 @@ class HubHandler(BaseHTTPRequestHandler):
                 return "tree", self._tree, (repo_id, rest[1], "/".join(rest[2:]))
             if len(rest) == 2 and rest[0] == "commits" and method == "GET":
                 return "commits", self._commits, (repo_id, rest[1])
+        if len(parts) >= 4 and parts[:2] == ["api", "datasets"]:
+            key, rest = f"{DATASETS}{parts[2]}/{parts[3]}", parts[4:]
+            if not rest and method == "GET":
+                return "dataset_info", self._model_info, (key, "main")
+            if len(rest) >= 2 and rest[0] == "revision" and method == "GET":
+                return "dataset_info", self._model_info, (key, "/".join(rest[1:]))
+            if len(rest) >= 2 and rest[0] == "tree" and method == "GET":
+                return "tree", self._tree, (key, rest[1], "/".join(rest[2:]))
+        dataset_file = len(parts) >= 6 and parts[0] == "datasets" and parts[3] == "resolve"
+        if dataset_file and method in ("GET", "HEAD"):
+            key = f"{DATASETS}{parts[1]}/{parts[2]}"
+            return "resolve", self._resolve, (key, parts[4], "/".join(parts[5:]))
         if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
             return (
                 "resolve",
@@ -370,13 +406,13 @@ class HubHandler(BaseHTTPRequestHandler):
             return (
                 200,
                 {
-                    "id": repo_id,
-                    "modelId": repo_id,
-                    "author": repo_id.split("/")[0],
+                    "id": repo.repo_id,
+                    "modelId": repo.repo_id,
+                    "author": repo.repo_id.split("/")[0],
                     "sha": commit.oid,
                     "private": repo.private,
                     "disabled": False,
-                    "gated": False,
+                    "gated": "auto" if repo.gated else False,
                     "lastModified": commit.date,
                     "tags": [],
                     "siblings": siblings,
@@ -585,6 +621,46 @@ class HubServer:
     def create_repo(self, repo_id: str, *, private: bool = True) -> Repo:
         with self.state.lock:
             return self.state.create_repo(repo_id, private)
+
+    def create_dataset(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        *,
+        private: bool = False,
+        gated: bool = False,
+        title: str = "upload",
+    ) -> str:
+        """A dataset repository with `files` committed on main; returns that commit's oid."""
+        with self.state.lock:
+            self.state.create_repo(DATASETS + repo_id, private, gated).repo_id = repo_id
+        return self.commit_files(repo_id, files, title=title, dataset=True)
+
+    def commit_files(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        *,
+        title: str = "upload",
+        dataset: bool = False,
+        branch: str = "main",
+    ) -> str:
+        """Commit `files` (added or replaced) on `branch`; returns the new commit's oid."""
+        with self.state.lock:
+            repo = self.repo(DATASETS + repo_id if dataset else repo_id)
+            head = repo.commits[repo.branches[branch]]
+            commit = Commit(
+                oid=self.state.next_oid(repo_id + title),
+                parent=head.oid,
+                title=title,
+                message="",
+                author="llamaft-test",
+                date=_now(),
+                files={**head.files, **files},
+            )
+            repo.commits[commit.oid] = commit
+            repo.branches[branch] = commit.oid
+            return commit.oid
 
     def requests_to(self, endpoint: str) -> list[tuple[str, str, str, int]]:
         return [r for r in self.state.requests if r[1] == endpoint]

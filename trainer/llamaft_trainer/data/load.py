@@ -34,6 +34,7 @@ from llamaft_trainer.data.types import (
     RowProblem,
 )
 from llamaft_trainer.errors import BadInputError
+from llamaft_trainer.hub_token import TOKEN_PATH_ENV as HF_TOKEN_PATH_ENV
 from llamaft_trainer.hub_token import read_token
 
 DATA_ROOT_ENV = "LLAMAFT_DATA_ROOT"
@@ -291,22 +292,65 @@ def _read_parquet(path: Path) -> LoadedRows:
 def read_hub(
     dataset_id: str, *, revision: str, split: str = "train", config: str | None = None
 ) -> LoadedRows:
-    """A Hub dataset split at a pinned revision, rows numbered from 1."""
+    """A Hub dataset split at a pinned revision, rows numbered from 1.
+
+    The endpoint is `$HF_ENDPOINT` (a self-hosted Hub mirror), read by huggingface_hub at import.
+    """
     import datasets
+    from datasets.exceptions import DatasetNotFoundError
 
     origin = f"hub:{dataset_id}@{revision}[{split}]"
+    token = read_token(DATASET_TOKEN_FIELD)
     try:
         ds = datasets.load_dataset(
-            dataset_id,
-            name=config,
-            revision=revision,
-            split=split,
-            token=read_token(DATASET_TOKEN_FIELD),
+            dataset_id, name=config, revision=revision, split=split, token=token
         )
-    except Exception as err:  # datasets raises many types: missing repo, auth, bad split...
+    except DatasetNotFoundError as err:  # no such repo or revision, private, or gated
+        raise BadInputError(_no_access(dataset_id, revision, origin, err, token)) from err
+    except Exception as err:  # datasets raises many types: bad split, unreadable files...
+        status = _http_status(err)
+        if status in (401, 403):
+            raise BadInputError(
+                f"spec.dataset: the Hub refused the read token in ${HF_TOKEN_PATH_ENV} for "
+                f"{origin} (HTTP {status}): set spec.dataset.tokenSecret to a Secret holding a "
+                "valid Hub read token that has access to the dataset"
+            ) from err
         raise BadInputError(
-            f"cannot load {origin}: {err}. Check the id, revision and split, and for a private "
-            "or gated dataset the token in HF_TOKEN_PATH"
+            f"spec.dataset: cannot load {origin}: {err}. Check the id, revision and split"
         ) from err
     rows = [(i, dict(record)) for i, record in enumerate(ds, start=1)]
     return LoadedRows(rows, [], "row", origin)
+
+
+def _http_status(err: BaseException | None) -> int | None:
+    """The HTTP status of a Hub error anywhere in the exception's chain."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, HfHubHTTPError) and err.response is not None:
+            return int(err.response.status_code)
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
+def _no_access(
+    dataset_id: str, revision: str, origin: str, err: Exception, token: str | None
+) -> str:
+    text = str(err).rstrip(".")
+    if "Revision" in text and "doesn't exist" in text:
+        return (
+            f"spec.dataset: cannot read {origin}: the Hub dataset {dataset_id} has no revision "
+            f"{revision!r}; pin a commit SHA, tag or branch it has"
+        )
+    why = (
+        f"the read token in ${HF_TOKEN_PATH_ENV} was not enough"
+        if token
+        else "no Hub token was given"
+    )
+    return (
+        f"spec.dataset: cannot read {origin} ({text}; {why}). If the dataset is private or gated, "
+        "set spec.dataset.tokenSecret to a Secret holding a Hub read token that has access (for "
+        "a gated dataset, accept its terms on the Hub first); locally, point "
+        f"{HF_TOKEN_PATH_ENV} at a file holding the token"
+    )

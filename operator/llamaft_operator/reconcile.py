@@ -205,8 +205,10 @@ def referenced(body: Mapping[str, Any], settings: Settings) -> list[tuple[str, s
             refs.append(("ConfigMap", source["configMap"]["name"]))
     secrets = [
         (spec.get("model") or {}).get("tokenSecret"),
+        dataset.get("tokenSecret"),
         ((spec.get("publish") or {}).get("hub") or {}).get("tokenSecret"),
         (spec.get("notification") or {}).get("webhookSecret"),
+        ((spec.get("tracking") or {}).get("wandb") or {}).get("apiKeySecret"),
     ]
     refs += [("Secret", s["name"]) for s in secrets if s]
     claim = ((spec.get("publish") or {}).get("dir") or {}).get("claimName")
@@ -603,6 +605,17 @@ class _Reconcile:
                     f"PersistentVolumeClaim {claim} (spec.workVolumeClaim) not found in "
                     f"namespace {ns}: create it or unset the field"
                 )
+            if spec.dataset.token_secret:
+                ref = spec.dataset.token_secret
+                missing = self.missing_secret(ref.name, ref.key, "spec.dataset.tokenSecret")
+                if missing:
+                    return missing
+        tracking = spec.tracking
+        if step == TRAIN and tracking and tracking.wandb and tracking.wandb.api_key_secret:
+            ref = tracking.wandb.api_key_secret
+            missing = self.missing_secret(ref.name, ref.key, "spec.tracking.wandb.apiKeySecret")
+            if missing:
+                return missing
         if step == FETCH and spec.model.token_secret:
             ref = spec.model.token_secret
             return self.missing_secret(ref.name, ref.key, "spec.model.tokenSecret")

@@ -443,6 +443,31 @@ def test_missing_publish_secret_waits_then_publishes_when_created() -> None:
     assert world.job("publish") is not None
 
 
+def test_steps_that_read_data_wait_for_the_dataset_token_secret() -> None:
+    world = World(body(dataset={**DATASET, "tokenSecret": {"name": "hf-data"}}))
+    world.reconcile()
+    assert world.job("validate") is None
+    got = world.condition(c.DATA_VALIDATED)
+    assert got["reason"] == c.SECRET_MISSING
+    assert "hf-data" in got["message"] and "spec.dataset.tokenSecret" in got["message"]
+    world.add(secret("hf-data"))
+    world.reconcile()
+    assert world.job("validate") is not None
+
+
+def test_train_waits_for_the_wandb_key_secret() -> None:
+    tracking = {"wandb": {"project": "p", "apiKeySecret": {"name": "wandb", "key": "apiKey"}}}
+    world = World(body(tracking=tracking))
+    through_validate(world)
+    assert world.job("train") is None
+    got = world.condition(c.TRAINED)
+    assert got["reason"] == c.SECRET_MISSING
+    assert "spec.tracking.wandb.apiKeySecret" in got["message"]
+    world.add(secret("wandb", "apiKey"))
+    world.reconcile()
+    assert world.job("train") is not None
+
+
 def test_fetch_runs_beside_validate_and_waits_for_its_secret() -> None:
     model = {"name": "meta-llama/Llama-3.2-1B-Instruct", "tokenSecret": {"name": "hf-read"}}
     world = World(body(model=model))

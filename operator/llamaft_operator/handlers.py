@@ -91,15 +91,16 @@ class Driver:
     def apply(self, body: Mapping[str, Any], actions: Actions) -> None:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
+        # Updates first: a Job created in this reconcile reads the plan ConfigMap just rewritten.
+        for obj in actions.update:
+            self.kube.patch(obj)
+            log.info("Updated %s name=%s run=%s", obj["kind"], obj["metadata"]["name"], name)
         for obj in actions.create:
             kind, child = obj["kind"], obj["metadata"]["name"]
             if self.kube.create(obj):
                 log.info("Created %s name=%s namespace=%s run=%s", kind, child, namespace, name)
                 if kind == "Job":
                     metrics.JOBS_CREATED.labels(obj["metadata"]["labels"][LABEL_STEP]).inc()
-        for obj in actions.update:
-            self.kube.patch(obj)
-            log.info("Updated %s name=%s run=%s", obj["kind"], obj["metadata"]["name"], name)
         for delete in actions.delete:
             self.kube.delete(delete.kind, namespace, delete.name, delete.propagation)
             log.info("Deleted %s name=%s run=%s", delete.kind, delete.name, name)

@@ -50,7 +50,11 @@ from llamaft_operator.builders.common import (
     child_name,
     publish_hash,
 )
-from llamaft_operator.builders.configmap import build_plan_config_map, plan_data
+from llamaft_operator.builders.configmap import (
+    build_plan_config_map,
+    plan_revision,
+    plans_differ,
+)
 from llamaft_operator.builders.jobs import build_job, uses_model_cache
 from llamaft_operator.builders.pvc import build_model_cache_pvc, build_work_pvc
 from llamaft_operator.builders.rbac import (
@@ -124,7 +128,6 @@ OWNED_STATUS_FIELDS = (
 )
 MAX_ATTEMPTS = 64
 MAX_MESSAGE = 1024
-PLAN_REFRESH_DELAY = 1.0  # seconds between updating the plan and starting Jobs that read it
 
 
 @dataclass(frozen=True)
@@ -297,7 +300,8 @@ class _Reconcile:
         if isinstance(plans, str):
             return self.fail_early(c.PLAN_FAILED, plans)
         initial, current = plans
-        run = Run(self.owner, ft.spec, current, self.settings)
+        revision, plan_changed = self.plan_revision(initial, current)
+        run = Run(self.owner, ft.spec, current, self.settings, plan_revision=revision)
         self.status["plan"] = plan_summary(current, self.settings)
         reason = c.FINAL_PLAN if current.final else c.INITIAL_PLAN
         if ft.spec.dry_run and not steps_started:
@@ -316,8 +320,8 @@ class _Reconcile:
             return self.finish(failed=None, phase="Pending", summary=False)
 
         terminal_before = self.old.get("phase") in ("Succeeded", "Failed")
-        plan_updating = self.ensure_shared(run, initial, current, terminal_before)
-        return self.walk_steps(run, plan_updating)
+        self.ensure_shared(run, initial, plan_changed, terminal_before)
+        return self.walk_steps(run)
 
     def parse_spec(self) -> LlamaFineTune | str:
         doc = {
@@ -409,21 +413,33 @@ class _Reconcile:
         return None
 
     # --- shared children -----------------------------------------------------------------------
-    def ensure_shared(self, run: Run, initial: RunPlan, current: RunPlan, terminal: bool) -> bool:
-        """Create the plan ConfigMap, volumes, RBAC; True when the plan is being updated."""
+    def plan_revision(self, initial: RunPlan, current: RunPlan) -> tuple[int, bool]:
+        """The plan ConfigMap's revision once it holds these plans, and whether they changed.
+
+        A Job created in the same reconcile as the rewrite carries the new revision; its pod waits
+        until the kubelet mounts it (no delay needed here, no stale plan possible there).
+        """
+        cm = self.children.get("ConfigMap", child_name(self.owner.name, PLAN_SUFFIX))
+        if cm is None:
+            return 1, False
+        data = cm.get("data") or {}
+        if plans_differ(data, initial, current):
+            return plan_revision(data) + 1, True
+        return plan_revision(data), False
+
+    def ensure_shared(self, run: Run, initial: RunPlan, plan_changed: bool, terminal: bool) -> None:
+        """Create the plan ConfigMap (or rewrite it when the plan changed), volumes, RBAC."""
         create = self.actions.create
         name, ns, settings = self.owner.name, self.owner.namespace, self.settings
-        plan_updating = False
         cm = self.children.get("ConfigMap", child_name(name, PLAN_SUFFIX))
-        desired_cm = build_plan_config_map(self.owner, initial, current)
+        desired_cm = build_plan_config_map(self.owner, initial, run.plan, run.plan_revision)
         if cm is None:
             if not terminal:
                 create.append(desired_cm)
-        elif (cm.get("data") or {}) != plan_data(initial, current):
+        elif plan_changed:
             self.actions.update.append(desired_cm)
-            plan_updating = True
         if terminal:
-            return plan_updating
+            return
         if not run.spec.work_volume_claim and (
             self.children.get("PersistentVolumeClaim", child_name(name, WORK_SUFFIX)) is None
         ):
@@ -441,11 +457,10 @@ class _Reconcile:
             ):
                 if self.children.get(kind, sa) is None:
                     create.append(builder(ns, settings))
-        if current.final and current.resources.nodes > 1:
+        if run.plan.final and run.plan.resources.nodes > 1:
             service = child_name(name, RENDEZVOUS_SUFFIX)
             if self.children.get("Service", service) is None:
                 create.append(build_rendezvous_service(run))
-        return plan_updating
 
     # --- steps -----------------------------------------------------------------------------------
     def steps(self, run: Run) -> list[str]:
@@ -459,7 +474,7 @@ class _Reconcile:
             steps.append(PUBLISH)
         return steps
 
-    def walk_steps(self, run: Run, plan_updating: bool) -> Actions:
+    def walk_steps(self, run: Run) -> Actions:
         spec = run.spec
         steps = self.steps(run)
         done: dict[str, bool] = {}
@@ -537,10 +552,6 @@ class _Reconcile:
                 reason, message = missing
                 self.set(condition, c.FALSE, reason, message)
                 self.actions.requeue(self.settings.missing_retry_seconds)
-                waiting.append(step)
-                continue
-            if plan_updating:
-                self.actions.requeue(PLAN_REFRESH_DELAY)
                 waiting.append(step)
                 continue
             job = build_job(run, step)

@@ -9,7 +9,11 @@ import pytest
 
 from llamaft_operator.builders import common, jobs
 from llamaft_operator.builders.common import Owner, Run
-from llamaft_operator.builders.configmap import build_plan_config_map
+from llamaft_operator.builders.configmap import (
+    build_plan_config_map,
+    plan_revision,
+    plans_differ,
+)
 from llamaft_operator.builders.pvc import build_model_cache_pvc, build_work_pvc
 from llamaft_operator.builders.rbac import (
     build_trainer_role,
@@ -513,8 +517,12 @@ def test_model_cache_pvc_is_shared_not_owned() -> None:
 def test_plan_config_map_round_trips() -> None:
     run = make_run()
     initial = run.plan.model_copy(update={"final": False})
-    cm = build_plan_config_map(OWNER, initial, run.plan)
+    cm = build_plan_config_map(OWNER, initial, run.plan, 3)
     assert cm["metadata"]["name"] == "ft-plan"
+    assert cm["data"]["revision"] == "3"
+    assert plan_revision(cm["data"]) == 3
+    assert not plans_differ(cm["data"], initial, run.plan), "the revision is not a difference"
+    assert plans_differ(cm["data"], run.plan, run.plan)
     assert RunPlan.from_json(cm["data"]["plan.json"]) == run.plan
     assert RunPlan.from_json(cm["data"]["initial-plan.json"]).final is False
 

@@ -232,10 +232,25 @@ def test_validate_result_replans_then_starts_training() -> None:
     world = World(body(training={"maxSeqLength": 128}))
     world.settle()
     world.succeed("validate", STATS)
+    assert plan_revision_env(world.job("validate")) == "1"
+    assert world.objects[("ConfigMap", "ft-plan")]["data"]["revision"] == "1"
     first = world.reconcile()
-    assert [o["kind"] for o in first.update] == ["ConfigMap"], "the final plan is written first"
-    assert world.job("train") is None, "no GPU Job reads a stale plan"
-    assert first.requeue_after == 1.0
+    assert [o["kind"] for o in first.update] == ["ConfigMap"], "the final plan is written"
+    assert first.requeue_after != 1.0, "no fixed pause between the plan and the Job"
+    assert world.objects[("ConfigMap", "ft-plan")]["data"]["revision"] == "2"
+    # The train Job starts in the same reconcile, for revision 2: its pod waits until the kubelet
+    # mounts that revision (llamaft_trainer.plan_file), so it cannot read the initial plan.
+    train = world.job("train")
+    assert train is not None
+    assert plan_revision_env(train) == "2"
+    revision_items = [
+        i
+        for v in train["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "plan"
+        for i in v["configMap"]["items"]
+        if i["key"] == "revision"
+    ]
+    assert revision_items == [{"key": "revision", "path": "revision"}]
     assert world.condition(c.DATA_VALIDATED)["status"] == c.TRUE
     assert "100 rows, 50000 tokens" in world.condition(c.DATA_VALIDATED)["message"]
     assert world.condition(c.PLANNED)["reason"] == c.FINAL_PLAN
@@ -243,9 +258,16 @@ def test_validate_result_replans_then_starts_training() -> None:
     assert world.ft["status"]["plan"]["datasetTokens"] == 50_000
     assert world.plan().final is True
     assert world.plan().estimate.dataset_tokens == 50_000
-    world.reconcile()
-    assert world.job("train") is not None
     assert world.phase == "Training"
+    again = world.reconcile()
+    assert again.update == [], "an unchanged plan is not rewritten"
+    assert world.objects[("ConfigMap", "ft-plan")]["data"]["revision"] == "2"
+
+
+def plan_revision_env(job: dict[str, Any] | None) -> str | None:
+    assert job is not None
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    return next((e["value"] for e in env if e["name"] == "LLAMAFT_PLAN_REVISION"), None)
 
 
 def test_full_run_to_succeeded() -> None:
@@ -551,7 +573,11 @@ def test_publish_settings_change_reruns_only_publish() -> None:
     job = world.job("publish")
     assert job is not None
     assert job["spec"]["template"]["spec"]["volumes"][-1]["secret"]["secretName"] == "other"
+    # The re-run publish reads the rewritten plan: its pod waits for that revision.
+    assert world.objects[("ConfigMap", "ft-plan")]["data"]["revision"] == "3"
+    assert plan_revision_env(job) == "3"
     assert world.job("train")["metadata"]["uid"] == train_uid  # type: ignore[index]
+    assert plan_revision_env(world.job("train")) == "2"
     world.succeed("publish", {"repo": "acme/bot2", "commit": "c2"})
     world.settle()
     assert world.phase == "Succeeded"

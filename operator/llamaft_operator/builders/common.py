@@ -91,12 +91,16 @@ class Owner:
 
 @dataclass(frozen=True)
 class Run:
-    """Everything a builder needs: the owner, its spec, the plan and the operator settings."""
+    """Everything a builder needs: the owner, its spec, the plan and the operator settings.
+
+    `plan_revision` is the plan ConfigMap's revision that holds `plan` (see builders/configmap.py).
+    """
 
     owner: Owner
     spec: LlamaFineTuneSpec
     plan: RunPlan
     settings: Settings
+    plan_revision: int = 1
 
     def name(self, suffix: str) -> str:
         return child_name(self.owner.name, suffix)

@@ -63,6 +63,7 @@ from llamaft_operator.builders.common import (
     publish_hash,
 )
 from llamaft_trainer.errors import EXIT_BAD_INPUT, EXIT_PUBLISH_REJECTED
+from llamaft_trainer.plan_file import REVISION_ENV, REVISION_FILE
 
 # Seconds a GPU pod gets after SIGTERM: enough for the trainer to finish a checkpoint.
 GPU_GRACE_SECONDS = 180
@@ -145,6 +146,8 @@ def _env(run: Run, step: str) -> list[dict[str, Any]]:
         {"name": "LLAMAFT_CR_NAMESPACE", "value": run.owner.namespace},
         {"name": "LLAMAFT_PROGRESS_INTERVAL", "value": str(run.settings.progress_interval_seconds)},
         {"name": "LLAMAFT_STEP", "value": step},
+        # The pod waits until the kubelet mounts at least this revision of the plan ConfigMap.
+        {"name": REVISION_ENV, "value": str(run.plan_revision)},
         {"name": "LLAMAFT_RUN_ID", "value": run.plan.run_id},
         {"name": "LLAMAFT_DATA_ROOT", "value": DATA_ROOT},
         {"name": "LLAMAFT_CONFIGMAP_ROOT", "value": CONFIGMAP_ROOT},
@@ -230,6 +233,7 @@ def _volumes(run: Run, step: str) -> tuple[list[dict[str, Any]], list[dict[str, 
     plan_items = [
         {"key": PLAN_FILE, "path": PLAN_FILE},
         {"key": INITIAL_PLAN_FILE, "path": INITIAL_PLAN_FILE},
+        {"key": REVISION_FILE, "path": REVISION_FILE},
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "plan", "configMap": {"name": run.name(PLAN_SUFFIX), "items": plan_items}},

@@ -100,14 +100,14 @@ def validate_data(
     ] = None,
 ) -> None:
     """Check every row of a dataset and report bad rows and token statistics as JSON."""
-    from llamaft_trainer.config import RunPlan
     from llamaft_trainer.data.formats import FORMATS
     from llamaft_trainer.data.load import read_source
     from llamaft_trainer.data.validate import validate_rows
     from llamaft_trainer.errors import BadInputError
+    from llamaft_trainer.plan_file import load_plan
     from llamaft_trainer.termination import write_result
 
-    run_plan = RunPlan.load(plan) if plan is not None else None
+    run_plan = load_plan(plan) if plan is not None else None
     if path is None and run_plan is None:
         raise BadInputError("give a dataset PATH or --plan FILE")
     if data_format is not None and data_format not in ("auto", *FORMATS):

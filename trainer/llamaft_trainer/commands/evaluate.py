@@ -29,10 +29,10 @@ WorkdirOption = Annotated[
 def _load_plan(path: Path) -> Any:
     from pydantic import ValidationError
 
-    from llamaft_trainer.config import RunPlan
+    from llamaft_trainer.plan_file import load_plan
 
     try:
-        return RunPlan.load(path)
+        return load_plan(path)
     except (OSError, ValueError, ValidationError) as err:
         raise BadInputError(f"cannot read the run plan {path}: {err}") from None
 

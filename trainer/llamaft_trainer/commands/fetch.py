@@ -19,12 +19,12 @@ def fetch_command(
     ] = None,
 ) -> None:
     """Download the base model (safetensors only) once into the model cache."""
-    from llamaft_trainer.config import RunPlan
     from llamaft_trainer.fetch import fetch_model
     from llamaft_trainer.model_cache import cache_root
+    from llamaft_trainer.plan_file import load_plan
     from llamaft_trainer.termination import write_result
 
-    result = fetch_model(RunPlan.load(plan), model_cache or cache_root())
+    result = fetch_model(load_plan(plan), model_cache or cache_root())
     write_result(result)
     typer.echo(json.dumps(result))
 

@@ -16,10 +16,10 @@ PILOT_MIN_IMPROVEMENT = 0.02
 
 
 def run_training(plan_path: Path, workdir: Path, *, pilot: bool = False) -> dict[str, Any]:
-    from llamaft_trainer.config import RunPlan
+    from llamaft_trainer.plan_file import load_plan
     from llamaft_trainer.recipe import FineTuneRecipe
 
-    plan = RunPlan.load(plan_path)
+    plan = load_plan(plan_path)
     if pilot:
         if plan.pilot is None or plan.dataset.golden_set is None:
             from llamaft_trainer.errors import BadInputError

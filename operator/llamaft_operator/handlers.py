@@ -6,6 +6,9 @@ delay the reconcile asks for (`requeue_after`: a periodic resync, a missing Secr
 error backed off). kopf timers would do the periodic part, but they put a finalizer on every run,
 which blocks its deletion whenever the operator is down; a requeue needs none.
 
+Handlers only enqueue the run's key and return: kopf keeps a worker and a backlog of whole watch
+events per object while its handler runs, so a handler that awaited the reconcile (waiting for one
+of the `max_concurrent_reconciles` slots) made every event of a busy run pile up in memory.
 Per run, one reconcile runs at a time; triggers that arrive meanwhile fold into one re-run. The
 driver (`Driver.reconcile_once`) reads the world through k8s.py, calls the pure `reconcile`, and
 applies its Actions: create-or-get, updates, deletes, the webhook, one status patch, Events.
@@ -148,6 +151,8 @@ class Queue:
     6 on a 2-core pod, which silently capped `max_concurrent_reconciles`."""
     jobs_seen: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
     """(namespace, Job name) -> the Job's `job_fingerprint` when it last triggered a reconcile."""
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    """The running `_drain` tasks (the event loop keeps only weak references to tasks)."""
 
     def job_changed(self, namespace: str, job: Mapping[str, Any], deleted: bool) -> bool:
         """Whether a Job's watch event can change its run's reconcile (see `job_fingerprint`)."""
@@ -161,11 +166,19 @@ class Queue:
         self.jobs_seen[key] = fingerprint
         return True
 
-    async def trigger(self, key: Key) -> None:
+    def trigger(self, key: Key) -> asyncio.Task[None] | None:
+        """Reconcile `key` soon; returns at once. A trigger while its reconcile runs folds into
+        one re-run after it (None returned); otherwise the task that drains the key."""
         if self.running.get(key):
             self.dirty.add(key)
-            return
+            return None
         self.running[key] = True
+        task = asyncio.get_running_loop().create_task(self._drain(key))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def _drain(self, key: Key) -> None:
         delay: float | None = None
         try:
             while True:
@@ -218,7 +231,7 @@ class Queue:
         if existing is not None and existing[0] <= due:
             return
         self._cancel(key)
-        handle = loop.call_later(delay, lambda: asyncio.ensure_future(self.trigger(key)))
+        handle = loop.call_later(delay, self.trigger, key)
         self.timers[key] = (due, handle)
 
     def _cancel(self, key: Key) -> None:
@@ -229,6 +242,8 @@ class Queue:
     def cancel_all(self) -> None:
         for key in list(self.timers):
             self._cancel(key)
+        for task in list(self.tasks):
+            task.cancel()
 
 
 _QUEUE: Queue | None = None
@@ -263,7 +278,7 @@ async def finetune_event(
         return
     if type == "MODIFIED" and queue.driver.is_own_write(key, body):
         return
-    await queue.trigger(key)
+    queue.trigger(key)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_FINETUNE: kopf.PRESENT})
@@ -275,7 +290,7 @@ async def job_event(
     queue = _queue()
     ns = namespace or "default"
     if queue.job_changed(ns, body, deleted=type == "DELETED"):
-        await queue.trigger((ns, labels[LABEL_FINETUNE]))
+        queue.trigger((ns, labels[LABEL_FINETUNE]))
 
 
 @kopf.on.cleanup()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
 
 from llamaft_operator.handlers import Driver, Queue
 from llamaft_operator.observed import job_fingerprint
-from llamaft_operator.reconcile import plans_only, shared_refs
+from llamaft_operator.reconcile import Actions, plans_only, shared_refs
 from llamaft_operator.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -82,3 +84,46 @@ def test_shared_refs_are_the_namespace_wide_objects() -> None:
     }
     no_rbac = Settings(manage_trainer_rbac=False)
     assert shared_refs(no_rbac) == {("PersistentVolumeClaim", SETTINGS.model_cache_claim)}
+
+
+class BlockingDriver(Driver):
+    """Our own driver with the API calls replaced: each reconcile records its key and waits for
+    the test to release it (no Kubernetes here: this is about the queue's scheduling)."""
+
+    def __init__(self) -> None:
+        super().__init__(kube=None, settings=SETTINGS)  # type: ignore[arg-type]
+        self.calls: list[tuple[str, str]] = []
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def reconcile_once(self, namespace: str, name: str) -> Actions | None:
+        self.calls.append((namespace, name))
+        self.entered.release()
+        assert self.release.wait(10), "the test never released the reconcile"
+        return None
+
+
+def test_trigger_returns_at_once_and_triggers_during_a_reconcile_fold_into_one_rerun() -> None:
+    """kopf's per-object worker is free again as soon as the handler returns; before, it awaited
+    the reconcile, and the object's watch events piled up in kopf's backlog meanwhile."""
+
+    async def scenario() -> BlockingDriver:
+        driver = BlockingDriver()
+        queue = Queue(driver, SETTINGS)
+        first = queue.trigger(("ml", "ft"))
+        assert first is not None and not first.done(), "trigger must not wait for the reconcile"
+        await asyncio.to_thread(driver.entered.acquire)  # the first reconcile is running
+        for _ in range(5):  # watch events while it runs
+            assert queue.trigger(("ml", "ft")) is None
+        other = queue.trigger(("ml", "other"))  # another run is not held up by this one
+        assert other is not None
+        await asyncio.to_thread(driver.entered.acquire)
+        assert set(driver.calls) == {("ml", "ft"), ("ml", "other")}
+        driver.release.set()
+        await asyncio.wait_for(asyncio.gather(first, other), 10)
+        assert not queue.tasks and not queue.running
+        return driver
+
+    driver = asyncio.run(scenario())
+    assert driver.calls.count(("ml", "ft")) == 2, "five triggers during a reconcile: one re-run"
+    assert driver.calls.count(("ml", "other")) == 1

@@ -47,6 +47,10 @@ class KubeletVolume:
         return self.root / "plan.json"
 
 
+def must_not_wait(seconds: float) -> None:
+    raise AssertionError("must not wait")
+
+
 @pytest.fixture
 def plans() -> tuple[RunPlan, RunPlan]:
     initial = tiny_plan()
@@ -81,10 +85,7 @@ def test_a_newer_revision_is_used_at_once(
     volume.write(final, 3)
     monkeypatch.setenv(REVISION_ENV, "2")
 
-    def sleep(seconds: float) -> None:
-        raise AssertionError("must not wait")
-
-    assert load_plan(volume.plan_path, sleep=sleep).final is True
+    assert load_plan(volume.plan_path, sleep=must_not_wait).final is True
 
 
 def test_a_plan_that_never_refreshes_fails_the_pod_for_a_retry(
@@ -116,7 +117,4 @@ def test_without_the_variable_the_file_is_read_as_it_is(
     volume = KubeletVolume(tmp_path / "plan")
     volume.write(initial, None)
 
-    def sleep(seconds: float) -> None:
-        raise AssertionError("must not wait")
-
-    assert load_plan(volume.plan_path, sleep=sleep) == initial
+    assert load_plan(volume.plan_path, sleep=must_not_wait) == initial

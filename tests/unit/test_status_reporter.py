@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -69,6 +70,16 @@ def test_throttled_to_the_interval(api: Recorder) -> None:
     assert not reporter.report({"step": 2})
     assert reporter.report({"step": 3}, force=True)
     assert [r[3]["status"]["progress"]["step"] for r in api.requests] == [1, 3]  # type: ignore[index]
+
+
+def test_first_report_is_sent_on_a_node_booted_moments_ago(
+    api: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The monotonic clock counts from boot; a fresh node's is below the interval."""
+    monkeypatch.setattr(time, "monotonic", lambda: 5.0)
+    reporter = StatusReporter(interval=30)
+    assert reporter.report({"step": 1})
+    assert not reporter.report({"step": 2})
 
 
 def test_a_failing_api_never_raises(api: Recorder) -> None:

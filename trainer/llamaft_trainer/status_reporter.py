@@ -36,7 +36,9 @@ class StatusReporter:
         self.api = os.environ.get("LLAMAFT_KUBE_API", default_api)
         self.token_path = Path(os.environ.get("LLAMAFT_KUBE_TOKEN_PATH", SA_DIR / "token"))
         self.ca_path = Path(os.environ.get("LLAMAFT_KUBE_CA", SA_DIR / "ca.crt"))
-        self._last = 0.0
+        # None, not 0.0: the monotonic clock starts near 0 at boot, so on a node up for less
+        # than `interval` seconds a 0.0 would hold back the first report.
+        self._last: float | None = None
         self.sent = 0
         self.failed = 0
 
@@ -49,7 +51,7 @@ class StatusReporter:
         if not self.enabled:
             return False
         now = time.monotonic()
-        if not force and now - self._last < self.interval:
+        if not force and self._last is not None and now - self._last < self.interval:
             return False
         self._last = now
         url = (

@@ -30,30 +30,60 @@ from llamaft_operator import metrics, webhook
 from llamaft_operator.api import GROUP, PLURAL, VERSION
 from llamaft_operator.builders.common import LABEL_FINETUNE, LABEL_STEP
 from llamaft_operator.k8s import Kube
-from llamaft_operator.observed import Children, job_fingerprint
-from llamaft_operator.reconcile import Actions, plans_only, reconcile, referenced, shared_refs
+from llamaft_operator.observed import Children, controller_uid, job_fingerprint
+from llamaft_operator.reconcile import (
+    Actions,
+    owned_refs,
+    plans_only,
+    reconcile,
+    referenced,
+    shared_refs,
+)
 from llamaft_operator.settings import Settings
 
 log = logging.getLogger("llamaft.operator")
 Key = tuple[str, str]
+KNOWABLE_KINDS = frozenset(
+    {"ConfigMap", "PersistentVolumeClaim", "Service", "ServiceAccount", "Role", "RoleBinding"}
+)
+"""Kinds the driver may remember (never Secrets, whose values the reconcile must not keep,
+nor Jobs and pods, which it lists on every reconcile)."""
 
 
 @dataclass
 class Driver:
     """Reads the world, reconciles one run, applies the difference.
 
-    Two reads are saved without reading anything stale that matters: the objects all runs of a
-    namespace share (`shared_refs`: only their existence matters) are reused for
-    `resync_seconds` once seen, so a deleted one is recreated within a resync; and a dry run
-    that never started a step fetches none of its named objects (`plans_only`).
+    Reads it saves without reading anything stale that matters:
+    - `known`: objects only the operator writes (the namespace's shared objects, `shared_refs`,
+      and the objects named after a run, `owned_refs`: plan ConfigMap, work PVC, Service), or
+      their absence, are taken from the driver's last read or its own write instead of a GET,
+      for at most `known_seconds`, which is shorter than the resync: the periodic reconcile
+      always reads them again, so one deleted behind the operator's back is recreated within a
+      resync, as before (nothing watches them). A create that finds one after all (409)
+      forgets it.
+    - a dry run that never started a step fetches none of its named objects (`plans_only`).
+    - `jobs_seen`: the fingerprint of every Job the driver created, so the watch event of that
+      creation does not trigger a reconcile: the reconcile that created the Job already set
+      the step's condition to what that reconcile would read (tested in test_reconcile).
     """
 
     kube: Kube
     settings: Settings
     own_writes: dict[Key, str] = field(default_factory=dict)
     """resourceVersion of the last status patch per run: its watch event is our own echo."""
-    shared: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
-    """(namespace, kind, name) -> (expiry on the monotonic clock, object)."""
+    known: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = field(
+        default_factory=dict
+    )
+    """(namespace, kind, name) -> (expiry on the monotonic clock, the object or None: absent)."""
+    jobs_seen: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    """(namespace, Job name) -> the Job's `job_fingerprint` when it last triggered a reconcile
+    (or when the driver created it)."""
+    next_sweep: float = 0.0
+
+    @property
+    def known_seconds(self) -> float:
+        return 0.9 * self.settings.resync_seconds
 
     def reconcile_once(self, namespace: str, name: str) -> Actions | None:
         body = self.kube.get_finetune(namespace, name)
@@ -68,23 +98,48 @@ class Driver:
         return actions
 
     def observe(self, body: Mapping[str, Any]) -> Children:
-        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
         jobs, pods = self.kube.list_children(namespace, name)
         if plans_only(body, jobs, pods):
             return Children(jobs=jobs, pods=pods)
-        refs = referenced(body, self.settings)
+        # Remembered: the namespace's shared objects, and the run's own names when absent or
+        # controlled by this run (a foreign one, NameTaken, is read again until it is gone).
         shared = shared_refs(self.settings)
+        owned = owned_refs(body, self.settings)
         now = time.monotonic()
-        reused: dict[tuple[str, str], dict[str, Any]] = {}
-        for kind, ref in refs:
-            hit = self.shared.get((namespace, kind, ref))
-            if (kind, ref) in shared and hit is not None and hit[0] > now:
-                reused[(kind, ref)] = hit[1]
-        named = self.kube.get_named(namespace, [r for r in refs if r not in reused])
-        for (kind, ref), obj in named.items():
-            if (kind, ref) in shared:
-                self.shared[(namespace, kind, ref)] = (now + self.settings.resync_seconds, obj)
-        return Children(jobs=jobs, pods=pods, named={**named, **reused})
+        named: dict[tuple[str, str], dict[str, Any]] = {}
+        unknown: list[tuple[str, str]] = []
+        for kind, ref in referenced(body, self.settings):
+            hit = self.known.get((namespace, kind, ref))
+            if hit is None or hit[0] <= now:
+                unknown.append((kind, ref))
+            elif hit[1] is not None:
+                named[(kind, ref)] = hit[1]
+        read = self.kube.get_named(namespace, unknown)
+        for kind, ref in unknown:
+            obj = read.get((kind, ref))
+            if obj is not None:
+                named[(kind, ref)] = obj
+            ours = (kind, ref) in owned and (obj is None or controller_uid(obj) == meta.get("uid"))
+            if (kind, ref) in shared or ours:
+                self.remember(namespace, kind, ref, obj)
+        return Children(jobs=jobs, pods=pods, named=named)
+
+    def remember(self, namespace: str, kind: str, name: str, obj: dict[str, Any] | None) -> None:
+        if kind not in KNOWABLE_KINDS:
+            return
+        now = time.monotonic()
+        if now >= self.next_sweep:  # drop expired entries (deleted runs' objects) once a period
+            self.known = {k: v for k, v in self.known.items() if v[0] > now}
+            self.next_sweep = now + self.known_seconds
+        if obj is not None:  # managedFields are most of a small object and nothing reads them
+            metadata = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
+            obj = {**obj, "metadata": metadata}
+        self.known[(namespace, kind, name)] = (now + self.known_seconds, obj)
+
+    def forget(self, namespace: str, kind: str, name: str) -> None:
+        self.known.pop((namespace, kind, name), None)
 
     def is_own_write(self, key: Key, body: Mapping[str, Any]) -> bool:
         """True for the watch event of our own last status patch (nothing else changed)."""
@@ -96,16 +151,24 @@ class Driver:
         namespace, name = meta["namespace"], meta["name"]
         # Updates first: a Job created in this reconcile reads the plan ConfigMap just rewritten.
         for obj in actions.update:
-            self.kube.patch(obj)
-            log.info("Updated %s name=%s run=%s", obj["kind"], obj["metadata"]["name"], name)
+            kind, child = obj["kind"], obj["metadata"]["name"]
+            self.remember(namespace, kind, child, self.kube.patch(obj))
+            log.info("Updated %s name=%s run=%s", kind, child, name)
         for obj in actions.create:
             kind, child = obj["kind"], obj["metadata"]["name"]
-            if self.kube.create(obj):
-                log.info("Created %s name=%s namespace=%s run=%s", kind, child, namespace, name)
-                if kind == "Job":
-                    metrics.JOBS_CREATED.labels(obj["metadata"]["labels"][LABEL_STEP]).inc()
+            created = self.kube.create(obj)
+            if created is None:  # it exists already: read it next time
+                self.forget(namespace, kind, child)
+                continue
+            log.info("Created %s name=%s namespace=%s run=%s", kind, child, namespace, name)
+            if kind == "Job":
+                self.jobs_seen[(namespace, child)] = job_fingerprint(created)
+                metrics.JOBS_CREATED.labels(obj["metadata"]["labels"][LABEL_STEP]).inc()
+            else:
+                self.remember(namespace, kind, child, created)
         for delete in actions.delete:
             self.kube.delete(delete.kind, namespace, delete.name, delete.propagation)
+            self.forget(namespace, delete.kind, delete.name)
             log.info("Deleted %s name=%s run=%s", delete.kind, delete.name, name)
         if actions.notify is not None:
             actions = self.notify(body, actions)
@@ -149,21 +212,20 @@ class Queue:
     threads: ThreadPoolExecutor | None = None
     """One thread per reconcile slot: asyncio's default executor has min(32, cores + 4) threads,
     6 on a 2-core pod, which silently capped `max_concurrent_reconciles`."""
-    jobs_seen: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
-    """(namespace, Job name) -> the Job's `job_fingerprint` when it last triggered a reconcile."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     """The running `_drain` tasks (the event loop keeps only weak references to tasks)."""
 
     def job_changed(self, namespace: str, job: Mapping[str, Any], deleted: bool) -> bool:
         """Whether a Job's watch event can change its run's reconcile (see `job_fingerprint`)."""
         key = (namespace, str(job.get("metadata", {}).get("name")))
+        seen = self.driver.jobs_seen
         if deleted:
-            self.jobs_seen.pop(key, None)
+            seen.pop(key, None)
             return True
         fingerprint = job_fingerprint(job)
-        if self.jobs_seen.get(key) == fingerprint:
+        if seen.get(key) == fingerprint:
             return False
-        self.jobs_seen[key] = fingerprint
+        seen[key] = fingerprint
         return True
 
     def trigger(self, key: Key) -> asyncio.Task[None] | None:

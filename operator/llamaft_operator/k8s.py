@@ -168,22 +168,23 @@ class Kube:
         return base64.b64decode(value).decode().strip() if value else None
 
     # --- writes --------------------------------------------------------------------------------
-    def create(self, obj: Mapping[str, Any]) -> bool:
-        """Create `obj`; False when an object of that name already exists (create-or-get)."""
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create `obj` and return it as stored; None when an object of that name already
+        exists (create-or-get)."""
         meta = obj["metadata"]
         try:
-            self.request("POST", _path(obj["kind"], meta["namespace"]), body=dict(obj))
+            return self.request("POST", _path(obj["kind"], meta["namespace"]), body=dict(obj))
         except ApiError as err:
             if err.status == 409:
-                return False
+                return None
             raise
-        return True
 
-    def patch(self, obj: Mapping[str, Any]) -> None:
-        """Merge-patch `obj` onto the existing object of the same kind and name."""
+    def patch(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch `obj` onto the existing object of the same kind and name; returns the
+        result."""
         meta = obj["metadata"]
         path = _path(obj["kind"], meta["namespace"], meta["name"])
-        self.request("PATCH", path, body=dict(obj), content_type=MERGE_PATCH)
+        return self.request("PATCH", path, body=dict(obj), content_type=MERGE_PATCH)
 
     def delete(self, kind: str, namespace: str, name: str, propagation: str) -> None:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}

@@ -231,6 +231,20 @@ def shared_refs(settings: Settings) -> frozenset[tuple[str, str]]:
     return frozenset(refs)
 
 
+def owned_refs(body: Mapping[str, Any], settings: Settings) -> frozenset[tuple[str, str]]:
+    """The `referenced` objects named after the run, which it creates and owns when it needs
+    them: plan ConfigMap, work PVC (unless the spec names one) and rendezvous Service. Only the
+    operator writes them; absent, the reconcile creates them or does not need them."""
+    name = body["metadata"]["name"]
+    refs = {
+        ("ConfigMap", child_name(name, PLAN_SUFFIX)),
+        ("Service", child_name(name, RENDEZVOUS_SUFFIX)),
+    }
+    if not (body.get("spec") or {}).get("workVolumeClaim"):
+        refs.add(("PersistentVolumeClaim", child_name(name, WORK_SUFFIX)))
+    return frozenset(refs)
+
+
 def plans_only(body: Mapping[str, Any], jobs: Sequence[Any], pods: Sequence[Any]) -> bool:
     """A dry run that never started a step: the reconcile plans and reads none of the
     `referenced` objects, so the driver need not fetch them."""
@@ -265,6 +279,9 @@ class _Reconcile:
         self.conditions: list[dict[str, Any]] = list(self.old.get("conditions") or [])
         self.status: dict[str, Any] = {k: self.old[k] for k in OWNED_STATUS_FIELDS if k in self.old}
         self.actions = Actions()
+        self.created_events: list[Event] = []
+        self.quiet: set[str] = set()
+        """Conditions whose change this reconcile announces with its own Event (JobCreated)."""
 
     # --- helpers ---------------------------------------------------------------------------------
     def set(self, type_: str, status: str, reason: str, message: str) -> None:
@@ -277,6 +294,15 @@ class _Reconcile:
             generation=self.generation,
             now=self.now,
         )
+
+    def set_active(self, type_: str, job_name: str, kueue: str | None) -> None:
+        """A step whose Job exists and has not finished: waiting in Kueue queue `kueue` (the
+        Job is suspended until admitted), or running."""
+        if kueue is not None:
+            message = f"Job {job_name} waits for Kueue queue {kueue} to admit it"
+            self.set(type_, c.UNKNOWN, c.QUEUED, message)
+        else:
+            self.set(type_, c.UNKNOWN, c.RUNNING, f"Job {job_name} is running")
 
     def was_true(self, type_: str) -> bool:
         return c.is_true(list(self.old.get("conditions") or []), type_)
@@ -519,15 +545,9 @@ class _Reconcile:
                         f"suspended: deleted Job {state.name}; the work volume and its "
                         "checkpoints stay, unsuspend to resume",
                     )
-                elif state.phase == "queued":
-                    self.set(
-                        condition,
-                        c.UNKNOWN,
-                        c.QUEUED,
-                        f"Job {state.name} waits for Kueue queue {spec.queue_name} to admit it",
-                    )
                 else:
-                    self.set(condition, c.UNKNOWN, c.RUNNING, f"Job {state.name} is running")
+                    queued = state.phase == "queued"
+                    self.set_active(condition, state.name, spec.queue_name if queued else None)
                 active.append(step)
                 continue
             if state.phase == "blocked":
@@ -556,7 +576,14 @@ class _Reconcile:
                 continue
             job = build_job(run, step)
             self.actions.create.append(job)
-            self.set(condition, c.UNKNOWN, c.JOB_CREATED, f"Created Job {job['metadata']['name']}")
+            # The condition already says what the next reconcile will read from the new Job
+            # (running, or queued for Kueue), so the watch event of its creation changes nothing
+            # and the driver need not reconcile it. The Event still says "created".
+            job_name = job["metadata"]["name"]
+            queued = bool(job["spec"].get("suspend"))
+            self.set_active(condition, job_name, spec.queue_name if queued else None)
+            self.created_events.append(Event("Normal", c.JOB_CREATED, f"Created Job {job_name}"))
+            self.quiet.add(condition)
             active.append(step)
 
         self.record_attempts(steps)
@@ -803,7 +830,7 @@ class _Reconcile:
         status["observedGeneration"] = self.generation
         status["conditions"] = self.conditions
         self.actions.phase = phase
-        self.actions.events = self.condition_events()
+        self.actions.events = self.created_events + self.condition_events()
         old_owned = {k: self.old[k] for k in OWNED_STATUS_FIELDS if k in self.old}
         if status != old_owned:
             # Fields that disappeared are written as null so the merge patch removes them.
@@ -849,6 +876,8 @@ class _Reconcile:
         old = {x["type"]: x for x in self.old.get("conditions") or []}
         events = []
         for cond in self.conditions:
+            if cond["type"] in self.quiet:
+                continue
             before = old.get(cond["type"])
             if before and (before["status"], before["reason"]) == (cond["status"], cond["reason"]):
                 continue

@@ -219,7 +219,6 @@ def test_first_reconcile_creates_plan_volumes_rbac_and_validate() -> None:
 def test_reconcile_is_idempotent() -> None:
     world = World(body())
     world.reconcile()
-    world.reconcile()  # JobCreated -> Running
     again = world.reconcile()
     assert again.create == [] or all(
         (o["kind"], o["metadata"]["name"]) in world.objects for o in again.create
@@ -613,9 +612,52 @@ def test_kueue_jobs_are_created_suspended_and_reported_queued() -> None:
     world.reconcile()
     job = world.job("validate")
     assert job is not None and job["spec"]["suspend"] is True
-    world.reconcile()
     assert world.condition(c.DATA_VALIDATED)["reason"] == c.QUEUED
     assert "team-a" in world.condition(c.DATA_VALIDATED)["message"]
+    assert world.reconcile().status is None, "the created Job reads as queued: nothing to patch"
+    job["spec"]["suspend"] = False  # Kueue admits it
+    world.reconcile()
+    assert world.condition(c.DATA_VALIDATED)["reason"] == c.RUNNING
+
+
+@pytest.mark.parametrize("spec", [{}, {"queueName": "team-a"}], ids=["direct", "kueue"])
+def test_reconciling_the_creation_of_a_job_changes_nothing(spec: dict[str, Any]) -> None:
+    """The driver does not reconcile the watch event of a Job it created
+    (`handlers.Driver.jobs_seen`); that is right only if such a reconcile would do nothing, at
+    every step of a full run."""
+    world = World(
+        body(
+            dataset={**DATASET, "goldenSet": GOLDEN},
+            pilot={"enabled": True, "maxSteps": 5},
+            publish=HUB,
+            **spec,
+        ),
+        secret("hf-write"),
+    )
+    results = {
+        "validate": STATS,
+        "pilot": {"loss": 1.0},
+        "train": {"steps": 10},
+        "eval": {"metrics": {"golden": {"rougeL": 0.42}}},
+        "publish": {"repo": "acme/bot", "revision": "main", "commit": "c", "url": "http://h/c"},
+    }
+    created_steps = []
+    actions = world.reconcile()
+    while world.phase != "Succeeded":
+        new_jobs = [o["metadata"]["name"] for o in actions.create if o["kind"] == "Job"]
+        assert new_jobs, f"stuck in {world.phase} with jobs {world.jobs()}"
+        assert ("Normal", c.JOB_CREATED) in [(e.type, e.reason) for e in actions.events]
+        echo = world.reconcile()  # what the creation's watch event would have triggered
+        assert echo.status is None, f"after creating {new_jobs}: {echo.status}"
+        assert echo.create == [] and echo.update == [] and echo.events == []
+        for job in new_jobs:
+            step = job.removeprefix("ft-")
+            created_steps.append(step)
+            if spec:
+                world.objects[("Job", job)]["spec"]["suspend"] = False  # Kueue admits it
+            world.succeed(step, results[step])
+        actions = world.reconcile()
+    assert created_steps == ["validate", "pilot", "train", "eval", "publish"]
 
 
 def test_children_of_a_previous_run_with_the_same_name_block_creation() -> None:

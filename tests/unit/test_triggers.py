@@ -10,7 +10,7 @@ import pytest
 
 from llamaft_operator.handlers import Driver, Queue
 from llamaft_operator.observed import job_fingerprint
-from llamaft_operator.reconcile import Actions, plans_only, shared_refs
+from llamaft_operator.reconcile import Actions, owned_refs, plans_only, shared_refs
 from llamaft_operator.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -84,6 +84,17 @@ def test_shared_refs_are_the_namespace_wide_objects() -> None:
     }
     no_rbac = Settings(manage_trainer_rbac=False)
     assert shared_refs(no_rbac) == {("PersistentVolumeClaim", SETTINGS.model_cache_claim)}
+
+
+def test_owned_refs_are_the_names_of_the_run_unless_the_spec_names_the_volume() -> None:
+    run = {"metadata": {"name": "ft"}, "spec": {}}
+    assert owned_refs(run, SETTINGS) == {
+        ("ConfigMap", "ft-plan"),
+        ("PersistentVolumeClaim", "ft-work"),
+        ("Service", "ft-train"),
+    }
+    theirs = {"metadata": {"name": "ft"}, "spec": {"workVolumeClaim": "scratch"}}
+    assert owned_refs(theirs, SETTINGS) == {("ConfigMap", "ft-plan"), ("Service", "ft-train")}
 
 
 class BlockingDriver(Driver):

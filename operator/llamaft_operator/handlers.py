@@ -37,6 +37,7 @@ from llamaft_operator.reconcile import (
     plans_only,
     reconcile,
     referenced,
+    run_fingerprint,
     shared_refs,
 )
 from llamaft_operator.settings import Settings
@@ -70,8 +71,8 @@ class Driver:
 
     kube: Kube
     settings: Settings
-    own_writes: dict[Key, str] = field(default_factory=dict)
-    """resourceVersion of the last status patch per run: its watch event is our own echo."""
+    runs_seen: dict[Key, bytes] = field(default_factory=dict)
+    """`run_fingerprint` of each run as last triggered or as our own status patch left it."""
     known: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = field(
         default_factory=dict
     )
@@ -89,7 +90,7 @@ class Driver:
         body = self.kube.get_finetune(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             metrics.PHASES.forget((namespace, name))
-            self.own_writes.pop((namespace, name), None)
+            self.runs_seen.pop((namespace, name), None)
             return None  # owner references delete the children
         children = self.observe(body)
         actions = reconcile(body, children, self.settings)
@@ -141,10 +142,15 @@ class Driver:
     def forget(self, namespace: str, kind: str, name: str) -> None:
         self.known.pop((namespace, kind, name), None)
 
-    def is_own_write(self, key: Key, body: Mapping[str, Any]) -> bool:
-        """True for the watch event of our own last status patch (nothing else changed)."""
-        version = body.get("metadata", {}).get("resourceVersion")
-        return bool(version) and self.own_writes.get(key) == version
+    def run_changed(self, key: Key, body: Mapping[str, Any]) -> bool:
+        """Whether a watch event of a run can change its reconcile: not when only what the
+        reconcile ignores changed (`status.progress`, resourceVersion), as in the trainer's
+        progress patches and the echo of our own status patch."""
+        fingerprint = run_fingerprint(body)
+        if self.runs_seen.get(key) == fingerprint:
+            return False
+        self.runs_seen[key] = fingerprint
+        return True
 
     def apply(self, body: Mapping[str, Any], actions: Actions) -> None:
         meta = body["metadata"]
@@ -173,9 +179,8 @@ class Driver:
         if actions.notify is not None:
             actions = self.notify(body, actions)
         if actions.status is not None:
-            self.own_writes[(namespace, name)] = self.kube.patch_status(
-                namespace, name, actions.status
-            )
+            patched = self.kube.patch_status(namespace, name, actions.status)
+            self.runs_seen[(namespace, name)] = run_fingerprint(patched)
             log.info("Updated status run=%s namespace=%s phase=%s", name, namespace, actions.phase)
         for event in actions.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
@@ -244,8 +249,6 @@ class Queue:
         delay: float | None = None
         try:
             while True:
-                self.dirty.discard(key)
-                self._cancel(key)
                 delay = await self._run(key)
                 if key not in self.dirty:
                     break
@@ -259,8 +262,13 @@ class Queue:
             size = max(1, self.settings.max_concurrent_reconciles)
             self.slots = asyncio.Semaphore(size)
             self.threads = ThreadPoolExecutor(size, thread_name_prefix="reconcile")
-        started = time.monotonic()
         async with self.slots:
+            # Triggers that arrived while this run waited for a slot fold into this reconcile,
+            # which has not read anything yet; only later ones need a re-run. (Cleared when the
+            # run was queued instead, every trigger during the wait cost a second reconcile.)
+            self.dirty.discard(key)
+            self._cancel(key)
+            started = time.monotonic()
             try:
                 actions = await asyncio.get_running_loop().run_in_executor(
                     self.threads, self.driver.reconcile_once, *key
@@ -336,11 +344,10 @@ async def finetune_event(
     if type == "DELETED":
         metrics.PHASES.forget(key)
         queue._cancel(key)
-        queue.driver.own_writes.pop(key, None)
+        queue.driver.runs_seen.pop(key, None)
         return
-    if type == "MODIFIED" and queue.driver.is_own_write(key, body):
-        return
-    queue.trigger(key)
+    if queue.driver.run_changed(key, body) or type != "MODIFIED":
+        queue.trigger(key)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_FINETUNE: kopf.PRESENT})

@@ -194,13 +194,10 @@ class Kube:
             if err.status != 404:
                 raise
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> str:
-        """Merge-patch the run's status; returns the resourceVersion the patch produced."""
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch the run's status; returns the run as the patch left it."""
         path = _path("LlamaFineTune", namespace, name, "status")
-        patched = self.request(
-            "PATCH", path, body={"status": dict(status)}, content_type=MERGE_PATCH
-        )
-        return str(patched.get("metadata", {}).get("resourceVersion", ""))
+        return self.request("PATCH", path, body={"status": dict(status)}, content_type=MERGE_PATCH)
 
     def post_event(
         self, involved: Mapping[str, Any], type_: str, reason: str, message: str

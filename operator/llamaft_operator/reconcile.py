@@ -22,6 +22,8 @@ Child names are deterministic, so the driver's create-or-get never makes a secon
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -243,6 +245,26 @@ def owned_refs(body: Mapping[str, Any], settings: Settings) -> frozenset[tuple[s
     if not (body.get("spec") or {}).get("workVolumeClaim"):
         refs.add(("PersistentVolumeClaim", child_name(name, WORK_SUFFIX)))
     return frozenset(refs)
+
+
+def run_fingerprint(body: Mapping[str, Any]) -> bytes:
+    """A digest of what the reconcile reads of a run: its identity, generation, deletion,
+    labels, annotations, spec and the status fields the operator owns. Two bodies with the same
+    fingerprint reconcile the same, so a watch event that changes neither (the trainer's
+    `status.progress` patches, the echo of our own status patch) need not trigger one."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    read = [
+        meta.get("uid"),
+        meta.get("generation"),
+        meta.get("deletionTimestamp"),
+        meta.get("labels"),
+        meta.get("annotations"),
+        body.get("spec"),
+        {k: status.get(k) for k in OWNED_STATUS_FIELDS},
+    ]
+    text = json.dumps(read, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 def plans_only(body: Mapping[str, Any], jobs: Sequence[Any], pods: Sequence[Any]) -> bool:

@@ -21,6 +21,7 @@ from tests.cluster.kube import Kube
 
 pytestmark = pytest.mark.cluster
 
+API = "llamaft.io/v1alpha1"
 CRD = Path(__file__).resolve().parents[2] / "crds" / "llamafinetune.yaml"
 SETTINGS = Settings(
     gpu_catalogue=GpuCatalogue(
@@ -67,7 +68,7 @@ def test_driver_skips_its_own_job_event_and_rereads_owned_objects_once_per_resyn
     )
     kube.create(
         {
-            "apiVersion": "llamaft.io/v1alpha1",
+            "apiVersion": API,
             "kind": "LlamaFineTune",
             "metadata": {"name": "ft", "namespace": ns},
             "spec": {
@@ -94,6 +95,18 @@ def test_driver_skips_its_own_job_event_and_rereads_owned_objects_once_per_resyn
         ("Job", "ft-validate"),
     }
     assert expected <= created
+
+    # The run as our status patch left it, and after a progress patch like the trainer's: the
+    # watch events of both change nothing the reconcile reads.
+    assert not driver.run_changed((ns, "ft"), kube.get(API, "LlamaFineTune", "ft"))
+    kube.rest.patch(
+        f"/apis/{API}/namespaces/{ns}/llamafinetunes/ft/status",
+        {"status": {"progress": {"step": 3, "totalSteps": 10}}},
+        kind="merge",
+    )
+    progressed = kube.get(API, "LlamaFineTune", "ft")
+    assert progressed["status"]["progress"]["step"] == 3
+    assert not driver.run_changed((ns, "ft"), progressed)
 
     # The Job as the API server serves it, i.e. what its ADDED watch event carries: not a
     # reason to reconcile, the driver created it. A change the reconcile reads still is.

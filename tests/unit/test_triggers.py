@@ -58,12 +58,27 @@ def test_queue_triggers_on_first_sight_change_and_delete_only() -> None:
     assert queue.job_changed("ml", job(conditions=COMPLETE), deleted=False)
 
 
-def test_own_status_patch_echo_is_recognised_by_resource_version() -> None:
+def run(**status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "ft", "uid": "ft-uid", "generation": 1, "resourceVersion": "7"},
+        "spec": {"method": "lora"},
+        "status": {"phase": "Training", **status},
+    }
+
+
+def test_run_events_trigger_only_when_what_the_reconcile_reads_changed() -> None:
     driver = Driver(kube=None, settings=SETTINGS)  # type: ignore[arg-type]
-    driver.own_writes[("ml", "ft")] = "42"
-    assert driver.is_own_write(("ml", "ft"), {"metadata": {"resourceVersion": "42"}})
-    assert not driver.is_own_write(("ml", "ft"), {"metadata": {"resourceVersion": "43"}})
-    assert not driver.is_own_write(("ml", "other"), {"metadata": {"resourceVersion": "42"}})
+    key = ("ml", "ft")
+    assert driver.run_changed(key, run())
+    progress = run(progress={"step": 10, "loss": 1.2})
+    progress["metadata"]["resourceVersion"] = "8"
+    assert not driver.run_changed(key, progress), "the trainer's progress patch"
+    edited = run()
+    edited["metadata"]["generation"] = 2
+    edited["spec"] = {"method": "qlora"}
+    assert driver.run_changed(key, edited), "a spec change"
+    assert driver.run_changed(key, run(phase="Failed")), "someone else wrote our status"
+    assert driver.run_changed(("ml", "other"), run()), "another run"
 
 
 def test_plans_only_for_a_dry_run_that_never_started() -> None:
@@ -138,3 +153,27 @@ def test_trigger_returns_at_once_and_triggers_during_a_reconcile_fold_into_one_r
     driver = asyncio.run(scenario())
     assert driver.calls.count(("ml", "ft")) == 2, "five triggers during a reconcile: one re-run"
     assert driver.calls.count(("ml", "other")) == 1
+
+
+def test_triggers_while_waiting_for_a_slot_fold_into_that_reconcile() -> None:
+    """With every slot busy, a run triggered again while it waits is reconciled once: the
+    reconcile that gets the slot reads the world after all those triggers."""
+    one_slot = Settings(max_concurrent_reconciles=1)
+
+    async def scenario() -> BlockingDriver:
+        driver = BlockingDriver()
+        queue = Queue(driver, one_slot)
+        busy = queue.trigger(("ml", "busy"))
+        assert busy is not None
+        await asyncio.to_thread(driver.entered.acquire)  # "busy" holds the only slot
+        waiting = queue.trigger(("ml", "ft"))
+        assert waiting is not None
+        await asyncio.sleep(0)  # "ft" is now queued for the slot
+        for _ in range(3):
+            assert queue.trigger(("ml", "ft")) is None
+        driver.release.set()
+        await asyncio.wait_for(asyncio.gather(busy, waiting), 10)
+        return driver
+
+    driver = asyncio.run(scenario())
+    assert driver.calls == [("ml", "busy"), ("ml", "ft")]

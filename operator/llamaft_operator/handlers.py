@@ -134,10 +134,7 @@ class Driver:
         if now >= self.next_sweep:  # drop expired entries (deleted runs' objects) once a period
             self.known = {k: v for k, v in self.known.items() if v[0] > now}
             self.next_sweep = now + self.known_seconds
-        if obj is not None:  # managedFields are most of a small object and nothing reads them
-            metadata = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
-            obj = {**obj, "metadata": metadata}
-        self.known[(namespace, kind, name)] = (now + self.known_seconds, obj)
+        self.known[(namespace, kind, name)] = (now + self.known_seconds, _what_is_read(obj))
 
     def forget(self, namespace: str, kind: str, name: str) -> None:
         self.known.pop((namespace, kind, name), None)
@@ -201,6 +198,20 @@ class Driver:
             return actions
         metrics.WEBHOOKS.labels("sent").inc()
         return actions
+
+
+def _what_is_read(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The part of a remembered object the reconcile reads: that it exists, its controller
+    (`foreign_children`, `frozen_plans`) and a ConfigMap's data (the plans and their revision);
+    not managedFields, spec or status, which would be kept for every active run."""
+    if obj is None:
+        return None
+    meta = obj.get("metadata") or {}
+    kept = {k: meta[k] for k in ("name", "namespace", "uid", "ownerReferences") if k in meta}
+    slim: dict[str, Any] = {"kind": obj.get("kind"), "metadata": kept}
+    if "data" in obj:
+        slim["data"] = obj["data"]
+    return slim
 
 
 @dataclass

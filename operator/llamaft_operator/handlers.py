@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import Context
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,7 +252,10 @@ class Queue:
             self.dirty.add(key)
             return None
         self.running[key] = True
-        task = asyncio.get_running_loop().create_task(self._drain(key))
+        # A fresh context, not the caller's: kopf's handler context holds the watch event (the
+        # whole object), which a task or timer would keep alive while it waits (1,000 full
+        # runs queued behind 8 slots: peak RSS 188 -> 155 MiB with this and the timer cancel).
+        task = asyncio.get_running_loop().create_task(self._drain(key), context=Context())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
@@ -260,6 +264,7 @@ class Queue:
         delay: float | None = None
         try:
             while True:
+                self._cancel(key)  # this run is queued: its timer has nothing left to do
                 delay = await self._run(key)
                 if key not in self.dirty:
                     break
@@ -312,7 +317,7 @@ class Queue:
         if existing is not None and existing[0] <= due:
             return
         self._cancel(key)
-        handle = loop.call_later(delay, self.trigger, key)
+        handle = loop.call_later(delay, self.trigger, key, context=Context())
         self.timers[key] = (due, handle)
 
     def _cancel(self, key: Key) -> None:

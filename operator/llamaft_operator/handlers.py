@@ -108,7 +108,7 @@ class Driver:
         # Remembered: the namespace's shared objects, and the run's own names when absent or
         # controlled by this run (a foreign one, NameTaken, is read again until it is gone).
         shared = shared_refs(self.settings)
-        owned = owned_refs(body, self.settings)
+        owned = owned_refs(body)
         now = time.monotonic()
         named: dict[tuple[str, str], dict[str, Any]] = {}
         unknown: list[tuple[str, str]] = []

@@ -233,18 +233,18 @@ def shared_refs(settings: Settings) -> frozenset[tuple[str, str]]:
     return frozenset(refs)
 
 
-def owned_refs(body: Mapping[str, Any], settings: Settings) -> frozenset[tuple[str, str]]:
+def owned_refs(body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     """The `referenced` objects named after the run, which it creates and owns when it needs
-    them: plan ConfigMap, work PVC (unless the spec names one) and rendezvous Service. Only the
+    them: plan ConfigMap, rendezvous Service and work PVC (unless the spec names one). Only the
     operator writes them; absent, the reconcile creates them or does not need them."""
     name = body["metadata"]["name"]
-    refs = {
+    refs = [
         ("ConfigMap", child_name(name, PLAN_SUFFIX)),
         ("Service", child_name(name, RENDEZVOUS_SUFFIX)),
-    }
+    ]
     if not (body.get("spec") or {}).get("workVolumeClaim"):
-        refs.add(("PersistentVolumeClaim", child_name(name, WORK_SUFFIX)))
-    return frozenset(refs)
+        refs.append(("PersistentVolumeClaim", child_name(name, WORK_SUFFIX)))
+    return tuple(refs)
 
 
 def run_fingerprint(body: Mapping[str, Any]) -> bytes:
@@ -447,14 +447,7 @@ class _Reconcile:
         return job_state(self.children, child_name(self.owner.name, step), self.owner.uid, step)
 
     def foreign_children(self) -> str | None:
-        names = [
-            ("ConfigMap", child_name(self.owner.name, PLAN_SUFFIX)),
-            ("Service", child_name(self.owner.name, RENDEZVOUS_SUFFIX)),
-        ]
-        spec = self.body.get("spec") or {}
-        if not spec.get("workVolumeClaim"):
-            names.append(("PersistentVolumeClaim", child_name(self.owner.name, WORK_SUFFIX)))
-        for kind, name in names:
+        for kind, name in owned_refs(self.body):
             obj = self.children.get(kind, name)
             if obj is not None and controller_uid(obj) != self.owner.uid:
                 return f"{kind} {name}"

@@ -103,13 +103,13 @@ def test_shared_refs_are_the_namespace_wide_objects() -> None:
 
 def test_owned_refs_are_the_names_of_the_run_unless_the_spec_names_the_volume() -> None:
     run = {"metadata": {"name": "ft"}, "spec": {}}
-    assert owned_refs(run, SETTINGS) == {
+    assert owned_refs(run) == (
         ("ConfigMap", "ft-plan"),
-        ("PersistentVolumeClaim", "ft-work"),
         ("Service", "ft-train"),
-    }
+        ("PersistentVolumeClaim", "ft-work"),
+    )
     theirs = {"metadata": {"name": "ft"}, "spec": {"workVolumeClaim": "scratch"}}
-    assert owned_refs(theirs, SETTINGS) == {("ConfigMap", "ft-plan"), ("Service", "ft-train")}
+    assert owned_refs(theirs) == (("ConfigMap", "ft-plan"), ("Service", "ft-train"))
 
 
 class BlockingDriver(Driver):

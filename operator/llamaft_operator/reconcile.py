@@ -301,9 +301,8 @@ class _Reconcile:
         self.conditions: list[dict[str, Any]] = list(self.old.get("conditions") or [])
         self.status: dict[str, Any] = {k: self.old[k] for k in OWNED_STATUS_FIELDS if k in self.old}
         self.actions = Actions()
-        self.created_events: list[Event] = []
-        self.quiet: set[str] = set()
-        """Conditions whose change this reconcile announces with its own Event (JobCreated)."""
+        self.job_created: dict[str, Event] = {}
+        """Condition -> the JobCreated Event that announces its change instead of the condition."""
 
     # --- helpers ---------------------------------------------------------------------------------
     def set(self, type_: str, status: str, reason: str, message: str) -> None:
@@ -597,8 +596,7 @@ class _Reconcile:
             job_name = job["metadata"]["name"]
             queued = bool(job["spec"].get("suspend"))
             self.set_active(condition, job_name, spec.queue_name if queued else None)
-            self.created_events.append(Event("Normal", c.JOB_CREATED, f"Created Job {job_name}"))
-            self.quiet.add(condition)
+            self.job_created[condition] = Event("Normal", c.JOB_CREATED, f"Created Job {job_name}")
             active.append(step)
 
         self.record_attempts(steps)
@@ -845,7 +843,7 @@ class _Reconcile:
         status["observedGeneration"] = self.generation
         status["conditions"] = self.conditions
         self.actions.phase = phase
-        self.actions.events = self.created_events + self.condition_events()
+        self.actions.events = [*self.job_created.values(), *self.condition_events()]
         old_owned = {k: self.old[k] for k in OWNED_STATUS_FIELDS if k in self.old}
         if status != old_owned:
             # Fields that disappeared are written as null so the merge patch removes them.
@@ -891,7 +889,7 @@ class _Reconcile:
         old = {x["type"]: x for x in self.old.get("conditions") or []}
         events = []
         for cond in self.conditions:
-            if cond["type"] in self.quiet:
+            if cond["type"] in self.job_created:
                 continue
             before = old.get(cond["type"])
             if before and (before["status"], before["reason"]) == (cond["status"], cond["reason"]):

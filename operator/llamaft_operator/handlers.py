@@ -252,12 +252,13 @@ class Queue:
             self.dirty.add(key)
             return None
         self.running[key] = True
-        # A fresh context, not the caller's: kopf's handler context holds the watch event (the
-        # whole object), which a task or timer would keep alive while it waits (1,000 full
-        # runs queued behind 8 slots: peak RSS 188 -> 155 MiB with this and the timer cancel).
+        # Fresh contexts, not the caller's: kopf's handler context holds the watch event (the
+        # whole object, managedFields included), which the task, its done-callback (asyncio
+        # copies the current context for it unless given one) or a timer would keep alive while
+        # the run waits for a slot: ~850 Job bodies when 1,000 full runs queue behind 8 slots.
         task = asyncio.get_running_loop().create_task(self._drain(key), context=Context())
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self.tasks.discard, context=Context())
         return task
 
     async def _drain(self, key: Key) -> None:

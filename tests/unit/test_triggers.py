@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -177,3 +180,41 @@ def test_triggers_while_waiting_for_a_slot_fold_into_that_reconcile() -> None:
 
     driver = asyncio.run(scenario())
     assert driver.calls == [("ml", "busy"), ("ml", "ft")]
+
+
+def test_a_run_waiting_for_a_slot_keeps_nothing_of_the_triggering_handlers_context() -> None:
+    """kopf calls a handler in a context that holds the watch event (the whole object). A run
+    queued behind busy slots must not keep that context alive through its task, the task's
+    done-callback or a timer: 1,000 full runs queued behind 8 slots kept ~850 Job bodies."""
+    one_slot = Settings(max_concurrent_reconciles=1)
+    watch_event: contextvars.ContextVar[object] = contextvars.ContextVar("watch_event")
+
+    class WatchEvent:
+        """Stands for the object kopf puts in the handler's context."""
+
+    async def scenario() -> None:
+        driver = BlockingDriver()
+        queue = Queue(driver, one_slot)
+        busy = queue.trigger(("ml", "busy"))
+        assert busy is not None
+        await asyncio.to_thread(driver.entered.acquire)  # "busy" holds the only slot
+
+        async def handler() -> weakref.ref[WatchEvent]:
+            event = WatchEvent()
+            watch_event.set(event)  # what kopf does before it calls the handler
+            assert queue.trigger(("ml", "queued")) is not None
+            queue.schedule(("ml", "later"), 3600)
+            return weakref.ref(event)
+
+        # The handler runs in a copy of the context, as kopf's handlers do.
+        event_ref = await asyncio.get_running_loop().create_task(
+            handler(), context=contextvars.copy_context()
+        )
+        await asyncio.sleep(0)  # the finished handler task is released on the next loop turn
+        gc.collect()
+        assert event_ref() is None, "a queued run or its timer keeps the handler's context"
+        driver.release.set()
+        await asyncio.wait_for(asyncio.gather(*queue.tasks), 10)
+        queue.cancel_all()
+
+    asyncio.run(scenario())

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from llamaft_operator import handlers, metrics
+from llamaft_operator.builders.common import LABEL_FINETUNE
 from llamaft_operator.settings import Settings, SettingsError
 
 log = logging.getLogger("llamaft.operator")
@@ -32,6 +33,10 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> 
     # balancer is noticed within minutes, not hours; the client waits a little longer than that.
     kopf_settings.watching.server_timeout = 300
     kopf_settings.watching.client_timeout = 330
+    # The API server filters the Job watch to our runs' Jobs (the handler's `labels=` filter
+    # only runs in the operator, after kopf has kept per-object state for every Job in the
+    # watched namespaces: a cluster's CronJobs and CI Jobs would all cost memory and events).
+    kopf_settings.watching.label_selectors["batch", "v1", "jobs"] = LABEL_FINETUNE
     # Fail fast on an unreachable API server and retry rather than hang the watch.
     kopf_settings.watching.connect_timeout = 10
     # kopf's own requests (peering keep-alives, event posting) must not hang for aiohttp's

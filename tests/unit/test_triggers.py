@@ -9,8 +9,12 @@ import threading
 import weakref
 from typing import Any
 
+import kopf
 import pytest
 
+from llamaft_operator.__main__ import configure_kopf
+from llamaft_operator.api import GROUP, PLURAL, VERSION
+from llamaft_operator.builders.common import LABEL_FINETUNE
 from llamaft_operator.handlers import Driver, Queue
 from llamaft_operator.observed import job_fingerprint
 from llamaft_operator.reconcile import Actions, owned_refs, plans_only, shared_refs
@@ -218,3 +222,16 @@ def test_a_run_waiting_for_a_slot_keeps_nothing_of_the_triggering_handlers_conte
         queue.cancel_all()
 
     asyncio.run(scenario())
+
+
+def test_the_api_server_sends_only_the_jobs_of_runs() -> None:
+    """The Job watch carries a label selector, so the API server filters it: the handler's own
+    label filter runs only after kopf has kept per-object state for every Job it was sent."""
+    kopf_settings = kopf.OperatorSettings()
+    configure_kopf(kopf_settings, SETTINGS)
+
+    def selectors(group: str, version: str, plural: str) -> list[str]:
+        return kopf_settings.watching.label_selectors.collect(kopf.Resource(group, version, plural))
+
+    assert selectors("batch", "v1", "jobs") == [LABEL_FINETUNE]
+    assert selectors(GROUP, VERSION, PLURAL) == [], "every run is the operator's"

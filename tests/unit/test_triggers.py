@@ -162,17 +162,22 @@ def test_trigger_returns_at_once_and_triggers_during_a_reconcile_fold_into_one_r
     assert driver.calls.count(("ml", "other")) == 1
 
 
+async def one_busy_slot() -> tuple[BlockingDriver, Queue, asyncio.Task[None]]:
+    """A queue with one reconcile slot, held by the run "busy" until `driver.release` is set."""
+    driver = BlockingDriver()
+    queue = Queue(driver, Settings(max_concurrent_reconciles=1))
+    busy = queue.trigger(("ml", "busy"))
+    assert busy is not None
+    await asyncio.to_thread(driver.entered.acquire)  # "busy" holds the only slot
+    return driver, queue, busy
+
+
 def test_triggers_while_waiting_for_a_slot_fold_into_that_reconcile() -> None:
     """With every slot busy, a run triggered again while it waits is reconciled once: the
     reconcile that gets the slot reads the world after all those triggers."""
-    one_slot = Settings(max_concurrent_reconciles=1)
 
     async def scenario() -> BlockingDriver:
-        driver = BlockingDriver()
-        queue = Queue(driver, one_slot)
-        busy = queue.trigger(("ml", "busy"))
-        assert busy is not None
-        await asyncio.to_thread(driver.entered.acquire)  # "busy" holds the only slot
+        driver, queue, busy = await one_busy_slot()
         waiting = queue.trigger(("ml", "ft"))
         assert waiting is not None
         await asyncio.sleep(0)  # "ft" is now queued for the slot
@@ -190,18 +195,13 @@ def test_a_run_waiting_for_a_slot_keeps_nothing_of_the_triggering_handlers_conte
     """kopf calls a handler in a context that holds the watch event (the whole object). A run
     queued behind busy slots must not keep that context alive through its task, the task's
     done-callback or a timer: 1,000 full runs queued behind 8 slots kept ~850 Job bodies."""
-    one_slot = Settings(max_concurrent_reconciles=1)
     watch_event: contextvars.ContextVar[object] = contextvars.ContextVar("watch_event")
 
     class WatchEvent:
         """Stands for the object kopf puts in the handler's context."""
 
     async def scenario() -> None:
-        driver = BlockingDriver()
-        queue = Queue(driver, one_slot)
-        busy = queue.trigger(("ml", "busy"))
-        assert busy is not None
-        await asyncio.to_thread(driver.entered.acquire)  # "busy" holds the only slot
+        driver, queue, _ = await one_busy_slot()
 
         async def handler() -> weakref.ref[WatchEvent]:
             event = WatchEvent()

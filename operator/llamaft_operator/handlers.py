@@ -50,6 +50,8 @@ KNOWABLE_KINDS = frozenset(
 )
 """Kinds the driver may remember (never Secrets, whose values the reconcile must not keep,
 nor Jobs and pods, which it lists on every reconcile)."""
+KNOWN_RESYNCS = 5
+"""How many resync periods a remembered object may serve event-triggered reconciles."""
 
 
 @dataclass
@@ -59,11 +61,14 @@ class Driver:
     Reads it saves without reading anything stale that matters:
     - `known`: objects only the operator writes (the namespace's shared objects, `shared_refs`,
       and the objects named after a run, `owned_refs`: plan ConfigMap, work PVC, Service), or
-      their absence, are taken from the driver's last read or its own write instead of a GET,
-      for at most `known_seconds`, which is shorter than the resync: the periodic reconcile
-      always reads them again, so one deleted behind the operator's back is recreated within a
-      resync, as before (nothing watches them). A create that finds one after all (409)
-      forgets it.
+      their absence, are taken from the driver's last read or its own write instead of a GET
+      when a watch event triggered the reconcile. A `fresh` reconcile (the periodic resync, a
+      retry: the queue's timers) reads them all again, so one deleted behind the operator's
+      back is recreated at the run's next resync, as before (nothing watches them); a copy
+      older than `known_seconds` (5 resyncs) is read again in any case, for a run whose
+      events keep postponing its resync. A create that finds one after all (409) forgets it.
+      Not a wall-clock expiry of one resync: in a burst a run waits longer than that between
+      its reconciles, and every reconcile read everything again.
     - a dry run that never started a step fetches none of its named objects (`plans_only`).
     - `jobs_seen`: the fingerprint of every Job the driver created, so the watch event of that
       creation does not trigger a reconcile: the reconcile that created the Job already set
@@ -85,21 +90,22 @@ class Driver:
 
     @property
     def known_seconds(self) -> float:
-        return 0.9 * self.settings.resync_seconds
+        return KNOWN_RESYNCS * self.settings.resync_seconds
 
-    def reconcile_once(self, namespace: str, name: str) -> Actions | None:
+    def reconcile_once(self, namespace: str, name: str, fresh: bool = False) -> Actions | None:
+        """Reconcile one run; `fresh`: read even the objects the driver remembers."""
         body = self.kube.get_finetune(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             metrics.PHASES.forget((namespace, name))
             self.runs_seen.pop((namespace, name), None)
             return None  # owner references delete the children
-        children = self.observe(body)
+        children = self.observe(body, fresh)
         actions = reconcile(body, children, self.settings)
         self.apply(body, actions)
         metrics.PHASES.set((namespace, name), actions.phase)
         return actions
 
-    def observe(self, body: Mapping[str, Any]) -> Children:
+    def observe(self, body: Mapping[str, Any], fresh: bool = False) -> Children:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         jobs, pods = self.kube.list_children(namespace, name)
@@ -114,7 +120,7 @@ class Driver:
         unknown: list[tuple[str, str]] = []
         for kind, ref in referenced(body, self.settings):
             hit = self.known.get((namespace, kind, ref))
-            if hit is None or hit[0] <= now:
+            if fresh or hit is None or hit[0] <= now:
                 unknown.append((kind, ref))
             elif hit[1] is not None:
                 named[(kind, ref)] = hit[1]
@@ -224,6 +230,8 @@ class Queue:
     running: dict[Key, bool] = field(default_factory=dict)
     dirty: set[Key] = field(default_factory=set)
     timers: dict[Key, tuple[float, asyncio.TimerHandle]] = field(default_factory=dict)
+    fired: set[Key] = field(default_factory=set)
+    """Runs whose timer fired (the periodic resync, a retry): their next reconcile is `fresh`."""
     failures: dict[Key, int] = field(default_factory=dict)
     slots: asyncio.Semaphore | None = None
     threads: ThreadPoolExecutor | None = None
@@ -285,10 +293,12 @@ class Queue:
             # run was queued instead, every trigger during the wait cost a second reconcile.)
             self.dirty.discard(key)
             self._cancel(key)
+            fresh = key in self.fired
+            self.fired.discard(key)
             started = time.monotonic()
             try:
                 actions = await asyncio.get_running_loop().run_in_executor(
-                    self.threads, self.driver.reconcile_once, *key
+                    self.threads, self.driver.reconcile_once, *key, fresh
                 )
             except Exception as err:  # any failure is retried with back-off
                 failures = self.failures.get(key, 0)
@@ -318,8 +328,12 @@ class Queue:
         if existing is not None and existing[0] <= due:
             return
         self._cancel(key)
-        handle = loop.call_later(delay, self.trigger, key, context=Context())
+        handle = loop.call_later(delay, self._fire, key, context=Context())
         self.timers[key] = (due, handle)
+
+    def _fire(self, key: Key) -> None:
+        self.fired.add(key)
+        self.trigger(key)
 
     def _cancel(self, key: Key) -> None:
         existing = self.timers.pop(key, None)
@@ -361,6 +375,7 @@ async def finetune_event(
     if type == "DELETED":
         metrics.PHASES.forget(key)
         queue._cancel(key)
+        queue.fired.discard(key)
         queue.driver.runs_seen.pop(key, None)
         return
     if queue.driver.run_changed(key, body) or type != "MODIFIED":

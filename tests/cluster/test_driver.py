@@ -53,7 +53,7 @@ class RecordingKube(OperatorKube):
         ]
 
 
-def test_driver_skips_its_own_job_event_and_rereads_owned_objects_once_per_resync(
+def test_driver_skips_its_own_job_event_and_rereads_owned_objects_on_resync(
     kube: Kube, apply_crd: Callable[[Path], list[str]]
 ) -> None:
     apply_crd(CRD)
@@ -125,14 +125,29 @@ def test_driver_skips_its_own_job_event_and_rereads_owned_objects_once_per_resyn
     ), client.calls
     assert [m for m, _ in client.calls] == ["GET"] * 4, "an unchanged run writes nothing"
 
-    # Deleted behind the operator's back: noticed once the remembered copy expires, which is
-    # before the periodic resync (aged here instead of waiting 0.9 x resync_seconds).
+    # Deleted behind the operator's back: a watch event's reconcile still goes by the
+    # remembered copy (nothing watches ConfigMaps)...
     kube.delete("v1", "ConfigMap", "ft-plan")
-    driver.known = {key: (0.0, obj) for key, (_, obj) in driver.known.items()}
     client.calls.clear()
-    resync = driver.reconcile_once(ns, "ft")
+    event = driver.reconcile_once(ns, "ft")
+    assert event is not None and not event.create
+    assert "configmaps/ft-plan" not in client.gets()
+
+    # ...the periodic resync (the queue's timer: `fresh`) reads it and recreates it.
+    client.calls.clear()
+    resync = driver.reconcile_once(ns, "ft", fresh=True)
     assert resync is not None
     assert ("ConfigMap", "ft-plan") in {(o["kind"], o["metadata"]["name"]) for o in resync.create}
     plan = kube.get("v1", "ConfigMap", "ft-plan")
     assert "plan.json" in plan["data"]
+    assert {"configmaps/ft-plan", "persistentvolumeclaims/ft-work"} <= set(client.gets())
+
+    # A remembered copy older than KNOWN_RESYNCS resyncs is read again without a resync, for
+    # a run whose events keep postponing it (aged here instead of waiting five minutes).
+    kube.delete("v1", "ConfigMap", "ft-plan")
+    driver.known = {key: (0.0, obj) for key, (_, obj) in driver.known.items()}
+    client.calls.clear()
+    aged = driver.reconcile_once(ns, "ft")
+    assert aged is not None
+    assert ("ConfigMap", "ft-plan") in {(o["kind"], o["metadata"]["name"]) for o in aged.create}
     assert "configmaps/ft-plan" in client.gets()

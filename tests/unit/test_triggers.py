@@ -126,11 +126,14 @@ class BlockingDriver(Driver):
     def __init__(self) -> None:
         super().__init__(kube=None, settings=SETTINGS)  # type: ignore[arg-type]
         self.calls: list[tuple[str, str]] = []
+        self.fresh: list[tuple[str, str]] = []
         self.release = threading.Event()
         self.entered = threading.Semaphore(0)
 
-    def reconcile_once(self, namespace: str, name: str) -> Actions | None:
+    def reconcile_once(self, namespace: str, name: str, fresh: bool = False) -> Actions | None:
         self.calls.append((namespace, name))
+        if fresh:
+            self.fresh.append((namespace, name))
         self.entered.release()
         assert self.release.wait(10), "the test never released the reconcile"
         return None
@@ -235,3 +238,28 @@ def test_the_api_server_sends_only_the_jobs_of_runs() -> None:
 
     assert selectors("batch", "v1", "jobs") == [LABEL_FINETUNE]
     assert selectors(GROUP, VERSION, PLURAL) == [], "every run is the operator's"
+
+
+def test_only_a_reconcile_its_timer_asked_for_reads_the_remembered_objects_again() -> None:
+    """Watch events reconcile from the remembered copies of the operator's own objects; the
+    periodic resync (or a retry), i.e. the queue's timer, reads them fresh."""
+
+    async def scenario() -> BlockingDriver:
+        driver = BlockingDriver()
+        driver.release.set()
+        queue = Queue(driver, SETTINGS)
+        event = queue.trigger(("ml", "event"))
+        assert event is not None
+        await asyncio.wait_for(event, 10)
+        queue.schedule(("ml", "timer"), 0.01)
+        queue.schedule(("ml", "event"), 3600)  # its resync, not due yet
+        await asyncio.wait_for(asyncio.to_thread(driver.entered.acquire), 10)  # "event"
+        await asyncio.wait_for(asyncio.to_thread(driver.entered.acquire), 10)  # "timer"
+        await asyncio.wait_for(asyncio.gather(*queue.tasks), 10)
+        assert not queue.fired, "a fired timer's mark is used up by its reconcile"
+        queue.cancel_all()
+        return driver
+
+    driver = asyncio.run(scenario())
+    assert driver.calls == [("ml", "event"), ("ml", "timer")]
+    assert driver.fresh == [("ml", "timer")]

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import kopf
@@ -59,16 +60,19 @@ class Driver:
     """Reads the world, reconciles one run, applies the difference.
 
     Reads it saves without reading anything stale that matters:
-    - `known`: objects only the operator writes (the namespace's shared objects, `shared_refs`,
-      and the objects named after a run, `owned_refs`: plan ConfigMap, work PVC, Service), or
-      their absence, are taken from the driver's last read or its own write instead of a GET
-      when a watch event triggered the reconcile. A `fresh` reconcile (the periodic resync, a
-      retry: the queue's timers) reads them all again, so one deleted behind the operator's
-      back is recreated at the run's next resync, as before (nothing watches them); a copy
-      older than `known_seconds` (5 resyncs) is read again in any case, for a run whose
-      events keep postponing its resync. A create that finds one after all (409) forgets it.
-      Not a wall-clock expiry of one resync: in a burst a run waits longer than that between
-      its reconciles, and every reconcile read everything again.
+    - `known`: objects only the operator writes, or their absence, are taken from the
+      driver's last read or its own write instead of a GET. Nothing watches them, so one
+      deleted behind the operator's back is recreated within a resync, as before:
+      - the objects named after a run (`owned_refs`: plan ConfigMap, work PVC, Service) serve
+        the reconciles a watch event triggered; a `fresh` reconcile (the periodic resync, a
+        retry: the queue's timers) reads them again, and a copy older than `known_seconds`
+        (5 resyncs) is read again in any case, for a run whose events keep postponing its
+        resync. Not a wall-clock expiry of one resync: in a burst a run waits longer than that
+        between its reconciles, and every reconcile read them again.
+      - the namespace's shared objects (`shared_refs`: model-cache PVC, trainer RBAC) are read
+        once per `shared_seconds` (0.9 resync) for all runs, whatever triggered the reconcile:
+        one run's resync would otherwise re-read them for all.
+      A create that finds one after all (409) forgets it.
     - a dry run that never started a step fetches none of its named objects (`plans_only`).
     - `jobs_seen`: the fingerprint of every Job the driver created, so the watch event of that
       creation does not trigger a reconcile: the reconcile that created the Job already set
@@ -92,6 +96,14 @@ class Driver:
     def known_seconds(self) -> float:
         return KNOWN_RESYNCS * self.settings.resync_seconds
 
+    @property
+    def shared_seconds(self) -> float:
+        return 0.9 * self.settings.resync_seconds
+
+    @cached_property
+    def shared(self) -> frozenset[tuple[str, str]]:
+        return shared_refs(self.settings)
+
     def reconcile_once(self, namespace: str, name: str, fresh: bool = False) -> Actions | None:
         """Reconcile one run; `fresh`: read even the objects the driver remembers."""
         body = self.kube.get_finetune(namespace, name)
@@ -113,14 +125,13 @@ class Driver:
             return Children(jobs=jobs, pods=pods)
         # Remembered: the namespace's shared objects, and the run's own names when absent or
         # controlled by this run (a foreign one, NameTaken, is read again until it is gone).
-        shared = shared_refs(self.settings)
         owned = owned_refs(body)
         now = time.monotonic()
         named: dict[tuple[str, str], dict[str, Any]] = {}
         unknown: list[tuple[str, str]] = []
         for kind, ref in referenced(body, self.settings):
             hit = self.known.get((namespace, kind, ref))
-            if fresh or hit is None or hit[0] <= now:
+            if hit is None or hit[0] <= now or (fresh and (kind, ref) not in self.shared):
                 unknown.append((kind, ref))
             elif hit[1] is not None:
                 named[(kind, ref)] = hit[1]
@@ -130,7 +141,7 @@ class Driver:
             if obj is not None:
                 named[(kind, ref)] = obj
             ours = (kind, ref) in owned and (obj is None or controller_uid(obj) == meta.get("uid"))
-            if (kind, ref) in shared or ours:
+            if (kind, ref) in self.shared or ours:
                 self.remember(namespace, kind, ref, obj)
         return Children(jobs=jobs, pods=pods, named=named)
 
@@ -141,7 +152,8 @@ class Driver:
         if now >= self.next_sweep:  # drop expired entries (deleted runs' objects) once a period
             self.known = {k: v for k, v in self.known.items() if v[0] > now}
             self.next_sweep = now + self.known_seconds
-        self.known[(namespace, kind, name)] = (now + self.known_seconds, _what_is_read(obj))
+        seconds = self.shared_seconds if (kind, name) in self.shared else self.known_seconds
+        self.known[(namespace, kind, name)] = (now + seconds, _what_is_read(obj))
 
     def forget(self, namespace: str, kind: str, name: str) -> None:
         self.known.pop((namespace, kind, name), None)

@@ -16,6 +16,7 @@ import pytest
 from llamaft_operator.catalogue import GpuCatalogue, GpuType
 from llamaft_operator.handlers import Driver, Queue
 from llamaft_operator.k8s import Kube as OperatorKube
+from llamaft_operator.reconcile import shared_refs
 from llamaft_operator.settings import Settings
 from tests.cluster.kube import Kube
 
@@ -141,6 +142,10 @@ def test_driver_skips_its_own_job_event_and_rereads_owned_objects_on_resync(
     plan = kube.get("v1", "ConfigMap", "ft-plan")
     assert "plan.json" in plan["data"]
     assert {"configmaps/ft-plan", "persistentvolumeclaims/ft-work"} <= set(client.gets())
+    # Not the namespace's shared objects, read for all runs at most once per resync: one run's
+    # resync must not re-read them for every run.
+    shared = {f"{kind.lower()}s/{name}" for kind, name in shared_refs(SETTINGS)}
+    assert len(shared) == 4 and not shared & set(client.gets()), client.calls
 
     # A remembered copy older than KNOWN_RESYNCS resyncs is read again without a resync, for
     # a run whose events keep postponing it (aged here instead of waiting five minutes).

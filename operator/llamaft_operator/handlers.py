@@ -304,8 +304,7 @@ class Queue:
             # which has not read anything yet; only later ones need a re-run. (Cleared when the
             # run was queued instead, every trigger during the wait cost a second reconcile.)
             self.dirty.discard(key)
-            self._cancel(key)
-            fresh = key in self.fired
+            fresh = key in self.fired  # its timer asked for it (`_drain` cancelled any other)
             self.fired.discard(key)
             started = time.monotonic()
             try:
@@ -387,7 +386,6 @@ async def finetune_event(
     if type == "DELETED":
         metrics.PHASES.forget(key)
         queue._cancel(key)
-        queue.fired.discard(key)
         queue.driver.runs_seen.pop(key, None)
         return
     if queue.driver.run_changed(key, body) or type != "MODIFIED":
